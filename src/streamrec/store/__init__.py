@@ -1,0 +1,62 @@
+"""Where events and items live: the event log and the catalogue, behind one handle.
+
+>>> import tempfile
+>>> from streamrec.events import Event
+>>> with open_store(tempfile.mkdtemp()) as store:
+...     result = store.log.append([Event("u1", "i1", "view", 1.0)])
+...     store.log.recent_items("u1", 5)
+['i1']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from streamrec.store.base import AppendResult, Catalog, EventLog, LoggedEvent, SequenceTable
+from streamrec.store.sqlite import SQLiteCatalog, SQLiteDatabase, SQLiteEventLog
+
+__all__ = [
+    "AppendResult",
+    "Catalog",
+    "EventLog",
+    "LoggedEvent",
+    "SequenceTable",
+    "Store",
+    "open_store",
+]
+
+DATABASE_FILE = "streamrec.sqlite"
+
+
+class Store:
+    """The event log and the catalogue of one streamrec home directory."""
+
+    def __init__(self, log: EventLog, catalog: Catalog, database: SQLiteDatabase) -> None:
+        self.log = log
+        self.catalog = catalog
+        self.database = database
+
+    def transaction(self):  # noqa: ANN201 - a context manager from the backend
+        """Make several appends and upserts atomic together (a whole file, say)."""
+        return self.database.transaction()
+
+    def stats(self) -> dict[str, object]:
+        return {**self.log.stats(), "catalog_items": len(self.catalog)}
+
+    def close(self) -> None:
+        self.database.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_store(home: str | Path, *, synchronous: str = "FULL") -> Store:
+    """Open (creating if needed) the SQLite store in ``home``."""
+    database = SQLiteDatabase(Path(home) / DATABASE_FILE, synchronous=synchronous)
+    return Store(SQLiteEventLog(database), SQLiteCatalog(database), database)

@@ -1,0 +1,306 @@
+"""SQLite backend: the default store, one file, no server.
+
+The database runs in WAL mode with ``synchronous=FULL`` by default, so a
+batch is on disk when :meth:`SQLiteEventLog.append` returns: a process
+killed at any moment afterwards keeps it, and a batch interrupted half-way
+is rolled back as a whole when the file is next opened.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from streamrec.events import Event
+from streamrec.items import Item
+from streamrec.store.base import AppendResult, Catalog, EventLog, LoggedEvent, SequenceTable
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    offset INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    ts REAL NOT NULL,
+    value REAL,
+    event_id TEXT,
+    context TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_event_id ON events (event_id) WHERE event_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_user_time ON events (user_id, ts);
+CREATE INDEX IF NOT EXISTS events_time ON events (ts);
+CREATE TABLE IF NOT EXISTS items (
+    item_id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    description TEXT NOT NULL,
+    category TEXT NOT NULL,
+    attributes TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_EVENT_COLUMNS = "offset, user_id, item_id, event_type, ts, value, event_id, context"
+
+
+class SQLiteDatabase:
+    """One connection to the store file, shared by the log and the catalogue.
+
+    ``transaction()`` nests: only the outermost block commits, so a caller can
+    make several appends (a whole file) atomic together.
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        # Index pages of a large log stay cached: appends to the (user, time) index are random.
+        self._conn.execute("PRAGMA cache_size=-131072")
+        self._conn.executescript(_SCHEMA)
+        self._conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            outermost = self._depth == 0
+            if outermost:
+                self._conn.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield self._conn
+            except BaseException:
+                self._depth -= 1
+                if outermost:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._depth -= 1
+            if outermost:
+                self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def add_to_counter(self, conn: sqlite3.Connection, key: str, amount: int) -> None:
+        conn.execute(
+            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?",
+            (key, str(amount), amount),
+        )
+
+    def counter(self, key: str) -> int:
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return int(rows[0][0]) if rows else 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _row_to_logged(row: tuple) -> LoggedEvent:
+    offset, user_id, item_id, event_type, ts, value, event_id, context = row
+    return LoggedEvent(
+        offset,
+        Event(user_id, item_id, event_type, ts, value, event_id, json.loads(context) if context else None),
+    )
+
+
+class SQLiteEventLog(EventLog):
+    """The event log in the ``events`` table; the offset is SQLite's rowid."""
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    def append(self, events: Sequence[Event], *, untimed: int = 0) -> AppendResult:
+        """Append a batch in one transaction. ``untimed`` counts events given arrival time."""
+        rows = [
+            (
+                e.user_id,
+                e.item_id,
+                e.event_type,
+                e.timestamp,
+                e.value,
+                e.event_id,
+                json.dumps(e.context) if e.context else None,
+            )
+            for e in events
+        ]
+        with self.db.transaction() as conn:
+            before = conn.execute("SELECT COALESCE(MAX(offset), 0) FROM events").fetchone()[0]
+            cursor = conn.executemany(
+                "INSERT OR IGNORE INTO events (user_id, item_id, event_type, ts, value, event_id, context)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            accepted = cursor.rowcount
+            duplicates = len(rows) - accepted
+            if duplicates:
+                self.db.add_to_counter(conn, "duplicates", duplicates)
+            if untimed and accepted:
+                self.db.add_to_counter(conn, "events_without_timestamp", min(untimed, accepted))
+        if accepted == 0:
+            return AppendResult(0, duplicates, 0, 0)
+        return AppendResult(accepted, duplicates, before + 1, before + accepted)
+
+    def last_offset(self) -> int:
+        return self.db.query("SELECT COALESCE(MAX(offset), 0) FROM events")[0][0]
+
+    def read_after(self, offset: int, limit: int | None = None) -> list[LoggedEvent]:
+        rows = self.db.query(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE offset > ? ORDER BY offset LIMIT ?",
+            (offset, -1 if limit is None else limit),
+        )
+        return [_row_to_logged(row) for row in rows]
+
+    def recent_items(self, user_id: str, n: int) -> list[str]:
+        rows = self.db.query(
+            "SELECT item_id FROM events WHERE user_id = ? ORDER BY ts DESC, offset DESC LIMIT ?",
+            (user_id, n),
+        )
+        return [row[0] for row in reversed(rows)]
+
+    def time_range(self, start: float, end: float) -> list[LoggedEvent]:
+        rows = self.db.query(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE ts >= ? AND ts < ? ORDER BY ts, offset",
+            (start, end),
+        )
+        return [_row_to_logged(row) for row in rows]
+
+    def sequences(self, through_offset: int | None = None) -> SequenceTable:
+        limit = self.last_offset() if through_offset is None else through_offset
+        rows = self.db.query(
+            "SELECT offset, user_id, item_id, event_type, ts, value FROM events WHERE offset <= ?"
+            " ORDER BY offset",
+            (limit,),
+        )
+        return _sequence_table(rows)
+
+    def stats(self) -> dict[str, object]:
+        (events, last, first_ts, last_ts) = self.db.query(
+            "SELECT COUNT(*), COALESCE(MAX(offset), 0), MIN(ts), MAX(ts) FROM events"
+        )[0]
+        users = self.db.query("SELECT COUNT(*) FROM (SELECT DISTINCT user_id FROM events)")[0][0]
+        items = self.db.query("SELECT COUNT(DISTINCT item_id) FROM events")[0][0]
+        types = dict(self.db.query("SELECT event_type, COUNT(*) FROM events GROUP BY event_type"))
+        untimed = self.db.counter("events_without_timestamp")
+        return {
+            "events": events,
+            "users": users,
+            "items": items,
+            "last_offset": last,
+            "event_types": types,
+            "first_timestamp": first_ts,
+            "last_timestamp": last_ts,
+            "duplicates_skipped": self.db.counter("duplicates"),
+            "events_without_timestamp": untimed,
+            "ordering": (
+                "by (timestamp, offset); events without a timestamp got their arrival time,"
+                " so their source order is kept exactly"
+                if untimed
+                else "by (timestamp, offset)"
+            ),
+        }
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _sequence_table(rows: list[tuple]) -> SequenceTable:
+    """Intern ids to codes and sort by (user, timestamp, offset) with numpy."""
+    user_index: dict[str, int] = {}
+    item_index: dict[str, int] = {}
+    type_index: dict[str, int] = {}
+    n = len(rows)
+    offsets = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+    user_codes = np.fromiter((user_index.setdefault(r[1], len(user_index)) for r in rows), np.int32, n)
+    item_codes = np.fromiter((item_index.setdefault(r[2], len(item_index)) for r in rows), np.int32, n)
+    type_codes = np.fromiter((type_index.setdefault(r[3], len(type_index)) for r in rows), np.int8, n)
+    timestamps = np.fromiter((r[4] for r in rows), dtype=np.float64, count=n)
+    values = np.fromiter((np.nan if r[5] is None else r[5] for r in rows), dtype=np.float32, count=n)
+    order = np.lexsort((offsets, timestamps, user_codes))
+    user_codes = user_codes[order]
+    counts = np.bincount(user_codes, minlength=len(user_index))
+    user_ptr = np.zeros(len(user_index) + 1, dtype=np.int64)
+    np.cumsum(counts, out=user_ptr[1:])
+    return SequenceTable(
+        users=list(user_index),
+        items=list(item_index),
+        user_codes=user_codes,
+        item_codes=item_codes[order],
+        timestamps=timestamps[order],
+        offsets=offsets[order],
+        event_types=type_codes[order],
+        values=values[order],
+        type_names=list(type_index),
+        user_ptr=user_ptr,
+    )
+
+
+class SQLiteCatalog(Catalog):
+    """Items in the ``items`` table of the same database file as the log."""
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    def upsert(self, items: Iterable[Item]) -> int:
+        now = time.time()
+        rows = [
+            (
+                i.item_id,
+                i.title,
+                i.description,
+                i.category,
+                json.dumps(i.attributes) if i.attributes else None,
+                now if i.created_at is None else i.created_at,
+                now,
+            )
+            for i in items
+        ]
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(item_id) DO UPDATE SET"
+                " title = excluded.title, description = excluded.description,"
+                " category = excluded.category, attributes = excluded.attributes,"
+                " updated_at = excluded.updated_at",
+                rows,
+            )
+        return len(rows)
+
+    def get(self, item_id: str) -> Item | None:
+        rows = self.db.query(
+            "SELECT item_id, title, description, category, attributes, created_at FROM items"
+            " WHERE item_id = ?",
+            (item_id,),
+        )
+        return _row_to_item(rows[0]) if rows else None
+
+    def all(self) -> list[Item]:
+        rows = self.db.query(
+            "SELECT item_id, title, description, category, attributes, created_at FROM items"
+            " ORDER BY rowid"
+        )
+        return [_row_to_item(row) for row in rows]
+
+    def __len__(self) -> int:
+        return self.db.query("SELECT COUNT(*) FROM items")[0][0]
+
+
+def _row_to_item(row: tuple) -> Item:
+    item_id, title, description, category, attributes, created_at = row
+    return Item(item_id, title, description, category, json.loads(attributes) if attributes else None, created_at)
