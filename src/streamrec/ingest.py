@@ -26,12 +26,12 @@ from typing import IO, Literal
 from tqdm import tqdm
 
 from streamrec.data.base import Dataset
+from streamrec.data.files import INVALID_KEY
 from streamrec.events import Event, EventSchema, EventValidationError
 from streamrec.items import validate_item
 from streamrec.store import Store
 
 OnError = Literal["fail", "skip"]
-INVALID_KEY = "__invalid__"  # readers mark records they could not parse with this key
 
 
 @dataclass
