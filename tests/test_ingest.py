@@ -34,8 +34,13 @@ def test_fail_mode_commits_nothing_and_names_line_and_field(tmp_path: Path) -> N
     records = [good(1), good(2), {**good(3), "event_type": "teleport"}, good(4)]
     with open_store(tmp_path) as store:
         with pytest.raises(IngestError) as raised:
-            ingest_dataset(make_dataset(records, [{"item_id": "i1", "title": "One"}]), store, EventSchema(),
-                           batch_size=1, progress=False)
+            ingest_dataset(
+                make_dataset(records, [{"item_id": "i1", "title": "One"}]),
+                store,
+                EventSchema(),
+                batch_size=1,
+                progress=False,
+            )
         assert "events.jsonl line 3: field 'event_type': unknown type 'teleport'" in str(raised.value)
         assert "nothing from this dataset was committed" in str(raised.value)
         assert store.log.last_offset() == 0
@@ -43,12 +48,23 @@ def test_fail_mode_commits_nothing_and_names_line_and_field(tmp_path: Path) -> N
 
 
 def test_skip_mode_writes_rejects_and_counts(tmp_path: Path) -> None:
-    records = [good(1), {**good(2), "timestamp": "noon"}, {"__invalid__": "invalid JSON: Expecting value"}, good(4)]
+    records = [
+        good(1),
+        {**good(2), "timestamp": "noon"},
+        {"__invalid__": "invalid JSON: Expecting value"},
+        good(4),
+    ]
     items = [{"item_id": "i1", "title": "One"}, {"title": "no id"}]
     rejects = tmp_path / "rejects.jsonl"
     with open_store(tmp_path / "home") as store:
-        summary = ingest_dataset(make_dataset(records, items), store, EventSchema(), on_error="skip",
-                                 reject_path=rejects, progress=False)
+        summary = ingest_dataset(
+            make_dataset(records, items),
+            store,
+            EventSchema(),
+            on_error="skip",
+            reject_path=rejects,
+            progress=False,
+        )
         assert (summary.accepted, summary.rejected, summary.items, summary.items_rejected) == (2, 2, 1, 1)
         assert store.log.last_offset() == 2
     lines = [json.loads(line) for line in rejects.read_text().splitlines()]

@@ -42,7 +42,9 @@ def test_event_id_makes_resending_idempotent(tmp_path: Path) -> None:
 def test_recent_items_orders_by_time_then_offset(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         # Out-of-order arrival and a timestamp tie: (ts, offset) decides.
-        store.log.append([ev("u1", "late", 10), ev("u1", "early", 1), ev("u1", "tie1", 5), ev("u1", "tie2", 5)])
+        store.log.append(
+            [ev("u1", "late", 10), ev("u1", "early", 1), ev("u1", "tie1", 5), ev("u1", "tie2", 5)]
+        )
         store.log.append([ev("u2", "x", 1)])
         assert store.log.recent_items("u1", 10) == ["early", "tie1", "tie2", "late"]
         assert store.log.recent_items("u1", 2) == ["tie2", "late"]

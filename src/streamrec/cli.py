@@ -113,37 +113,56 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="streamrec", description="A recommender whose deep model keeps learning from a live event stream."
+        prog="streamrec",
+        description="A recommender whose deep model keeps learning from a live event stream.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help_text: str
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
         return sub
 
     def home_option(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--home", type=Path, default=DEFAULT_HOME, help="streamrec home directory (default ./recs)")
+        sub.add_argument(
+            "--home", type=Path, default=DEFAULT_HOME, help="streamrec home directory (default ./recs)"
+        )
 
     sim = command("simulate", cmd_simulate, "Write a deterministic synthetic drifting event stream.")
-    sim.add_argument("--out", type=Path, required=True, help="output folder (events.jsonl, items.jsonl, truth.json)")
+    sim.add_argument(
+        "--out", type=Path, required=True, help="output folder (events.jsonl, items.jsonl, truth.json)"
+    )
     sim.add_argument("--users", type=int, default=500)
     sim.add_argument("--items", type=int, default=800)
     sim.add_argument("--events", type=int, default=50_000)
     sim.add_argument("--seed", type=int, default=7)
-    sim.add_argument("--drift-at", type=float, nargs="*", default=[0.5], help="timeline fractions where tastes shift")
+    sim.add_argument(
+        "--drift-at", type=float, nargs="*", default=[0.5], help="timeline fractions where tastes shift"
+    )
 
-    ing = command("ingest", cmd_ingest, "Validate events and items from a file or dataset folder into the log.")
+    ing = command(
+        "ingest", cmd_ingest, "Validate events and items from a file or dataset folder into the log."
+    )
     ing.add_argument("path", type=Path, help="a JSONL/CSV/Parquet file or a dataset folder")
     home_option(ing)
     ing.add_argument(
-        "--format", choices=["jsonl", "csv", "parquet", "movielens", "sasrec", "s3rec"], help="default: detected"
+        "--format",
+        choices=["jsonl", "csv", "parquet", "movielens", "sasrec", "s3rec"],
+        help="default: detected",
     )
     ing.add_argument("--map", help="column mapping for CSV/Parquet/JSONL: user_id=uid,item_id=sku,...")
     ing.add_argument("--ratings-file", help="MovieLens: which ratings file of the folder to read")
-    ing.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="fail (default): commit nothing")
-    ing.add_argument("--rejects", type=Path, help="reject file for --on-error skip (default HOME/rejects.jsonl)")
-    ing.add_argument("--allow-unknown-fields", action="store_true", help="ignore extra columns instead of failing")
+    ing.add_argument(
+        "--on-error", choices=["fail", "skip"], default="fail", help="fail (default): commit nothing"
+    )
+    ing.add_argument(
+        "--rejects", type=Path, help="reject file for --on-error skip (default HOME/rejects.jsonl)"
+    )
+    ing.add_argument(
+        "--allow-unknown-fields", action="store_true", help="ignore extra columns instead of failing"
+    )
     ing.add_argument("--json", action="store_true", help="print the summary as JSON")
     ing.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -153,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", lambda a: 2, "Benchmarks that write JSON results and plots.")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    bench_ingest = benches.add_parser("ingest", help="Append and validate-and-append throughput on synthetic events.")
+    bench_ingest = benches.add_parser(
+        "ingest", help="Append and validate-and-append throughput on synthetic events."
+    )
     bench_ingest.set_defaults(handler=cmd_bench_ingest)
     bench_ingest.add_argument("--events", type=int, default=1_000_000)
     bench_ingest.add_argument("--repeats", type=int, default=3)

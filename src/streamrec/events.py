@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 DEFAULT_EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
@@ -87,11 +87,9 @@ def parse_timestamp(raw: Any) -> float:
             try:
                 parsed = datetime.fromisoformat(text.replace("Z", "+00:00", 1))
             except ValueError:
-                raise ValueError(
-                    f"expected epoch seconds or an ISO-8601 string, got {raw!r}"
-                ) from None
+                raise ValueError(f"expected epoch seconds or an ISO-8601 string, got {raw!r}") from None
             if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
+                parsed = parsed.replace(tzinfo=UTC)
             seconds = parsed.timestamp()
     else:
         raise ValueError(f"expected epoch seconds or an ISO-8601 string, got {type(raw).__name__}")
@@ -109,9 +107,7 @@ def _identifier(record: Mapping[str, Any], name: str, where: str, *, required: b
             raise EventValidationError(where, name, "is required")
         return None
     if isinstance(raw, bool) or not isinstance(raw, str | int):
-        raise EventValidationError(
-            where, name, f"must be a string (or an integer), got {type(raw).__name__}"
-        )
+        raise EventValidationError(where, name, f"must be a string (or an integer), got {type(raw).__name__}")
     text = str(raw).strip()
     if not text:
         raise EventValidationError(where, name, "must not be blank")
@@ -136,9 +132,7 @@ class EventSchema:
     def __post_init__(self) -> None:
         object.__setattr__(self, "_types", frozenset(self.event_types))
 
-    def validate(
-        self, record: Any, *, where: str = "", arrival_time: float | None = None
-    ) -> Event:
+    def validate(self, record: Any, *, where: str = "", arrival_time: float | None = None) -> Event:
         """Check one raw record and return the :class:`Event` it describes.
 
         ``arrival_time`` stands in for a missing timestamp (default: now).

@@ -92,4 +92,6 @@ def validate_item(record: Any, *, where: str = "") -> Item:
             created_at = parse_timestamp(created)
         except ValueError as error:
             raise EventValidationError(where, "created_at", str(error)) from None
-    return Item(item_id, texts["title"], texts["description"], texts["category"], attributes or None, created_at)
+    return Item(
+        item_id, texts["title"], texts["description"], texts["category"], attributes or None, created_at
+    )

@@ -29,12 +29,14 @@ from streamrec.store import open_store
 BATCH = 20_000
 
 
-def _fresh_store(root: Path, name: str):  # noqa: ANN202 - a Store
+def _fresh_store(root: Path, name: str):
     return open_store(root / name)
 
 
 def run_ingest_benchmark(*, events: int, repeats: int, out: Path, seed: int = 7) -> dict:
-    config = StreamConfig(users=max(100, events // 100), items=max(200, events // 250), events=events, seed=seed)
+    config = StreamConfig(
+        users=max(100, events // 100), items=max(200, events // 250), events=events, seed=seed
+    )
     schema = EventSchema()
     timings: dict[str, list[float]] = {"append": [], "validate_append": [], "file_ingest": []}
     export_seconds: list[float] = []

@@ -37,7 +37,7 @@ class Store:
         self.catalog = catalog
         self.database = database
 
-    def transaction(self):  # noqa: ANN201 - a context manager from the backend
+    def transaction(self):
         """Make several appends and upserts atomic together (a whole file, say)."""
         return self.database.transaction()
 

@@ -61,9 +61,7 @@ class SQLiteDatabase:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
-        )
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self._lock = threading.RLock()
         self._depth = 0
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -72,9 +70,7 @@ class SQLiteDatabase:
         # Index pages of a large log stay cached: appends to the (user, time) index are random.
         self._conn.execute("PRAGMA cache_size=-131072")
         self._conn.executescript(_SCHEMA)
-        self._conn.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-        )
+        self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -100,7 +96,8 @@ class SQLiteDatabase:
 
     def add_to_counter(self, conn: sqlite3.Connection, key: str, amount: int) -> None:
         conn.execute(
-            "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?",
+            "INSERT INTO meta VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + ?",
             (key, str(amount), amount),
         )
 
@@ -292,8 +289,7 @@ class SQLiteCatalog(Catalog):
 
     def all(self) -> list[Item]:
         rows = self.db.query(
-            "SELECT item_id, title, description, category, attributes, created_at FROM items"
-            " ORDER BY rowid"
+            "SELECT item_id, title, description, category, attributes, created_at FROM items ORDER BY rowid"
         )
         return [_row_to_item(row) for row in rows]
 
@@ -303,4 +299,6 @@ class SQLiteCatalog(Catalog):
 
 def _row_to_item(row: tuple) -> Item:
     item_id, title, description, category, attributes, created_at = row
-    return Item(item_id, title, description, category, json.loads(attributes) if attributes else None, created_at)
+    return Item(
+        item_id, title, description, category, json.loads(attributes) if attributes else None, created_at
+    )

@@ -1,0 +1,1 @@
+"""Offline and streaming evaluation: metrics, leave-one-out splits, full-ranking evaluation."""

@@ -1,0 +1,1 @@
+"""Recommenders: the text-aware sequential model and the baselines it must beat."""

@@ -1,0 +1,81 @@
+"""The contract every recommender follows: ``fit`` on sequences, ``score`` histories.
+
+Items are integer codes ``0 .. n_items - 1`` (a :class:`~streamrec.store.SequenceTable`
+translates them to ids). A model only has to say how much each item suits each
+history; ranking, excluding seen items and top-k are derived here, once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class TrainingData:
+    """What a recommender learns from: one time-ordered item-code array per user.
+
+    ``timestamps`` and ``event_types`` are aligned with ``sequences`` when known
+    (``None`` for order-only datasets); ``type_names`` decodes event types.
+    """
+
+    sequences: list[np.ndarray]
+    n_items: int
+    timestamps: list[np.ndarray] | None = None
+    event_types: list[np.ndarray] | None = None
+    values: list[np.ndarray] | None = None
+    type_names: list[str] = field(default_factory=list)
+
+    def without_last(self, drops: Sequence[int]) -> TrainingData:
+        """The same data minus the last ``drops[u]`` events of each user ``u`` (held out)."""
+
+        def cut(arrays: list[np.ndarray] | None) -> list[np.ndarray] | None:
+            if arrays is None:
+                return None
+            return [a[: len(a) - d] for a, d in zip(arrays, drops, strict=True)]
+
+        return TrainingData(
+            cut(self.sequences) or [],
+            self.n_items,
+            cut(self.timestamps),
+            cut(self.event_types),
+            cut(self.values),
+            self.type_names,
+        )
+
+
+class Recommender(ABC):
+    """Base class: subclasses implement ``fit`` and ``score``; ``recommend`` comes free."""
+
+    n_items: int = 0
+
+    @abstractmethod
+    def fit(self, data: TrainingData) -> Recommender:
+        """Learn from scratch on ``data``; returns ``self``."""
+
+    @abstractmethod
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Scores ``[len(histories), n_items]`` (float32): higher means more likely next."""
+
+    def recommend(
+        self, history: np.ndarray, k: int = 10, *, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` item codes and their scores for one history."""
+        scores = self.score([history])[0]
+        return top_k(scores, k, exclude=history if exclude_seen else None)
+
+
+def top_k(scores: np.ndarray, k: int, *, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best entries of a score vector, best first; ``exclude`` codes never appear."""
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    if exclude is not None and len(exclude):
+        scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
+    k = min(k, int(np.isfinite(scores).sum()))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    best = np.argpartition(-scores, k - 1)[:k]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return best.astype(np.int64), scores[best]

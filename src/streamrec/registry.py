@@ -1,0 +1,141 @@
+"""The model registry: every trained version on disk, and which one is live.
+
+Layout under ``HOME/models``::
+
+    v0001/  network.json  model.safetensors  items.json  version.json
+    v0002/  ...
+    live.json            {"version": "v0002"}
+
+A version folder is written under a temporary name and renamed into place,
+and ``live.json`` is replaced atomically, so a crash at any point leaves
+either the old or the new state, never a half-written version or pointer.
+
+>>> import tempfile
+>>> registry = Registry(tempfile.mkdtemp())
+>>> registry.live() is None
+True
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+VERSION_FILE = "version.json"
+ITEMS_FILE = "items.json"
+LIVE_FILE = "live.json"
+
+
+@dataclass
+class VersionInfo:
+    """What the registry knows about one version (``version.json``)."""
+
+    version: str
+    created_at: float
+    status: str  # candidate | live | rejected | retired
+    trained_through_offset: int
+    strategy: str = "full"
+    parent: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _write_json_atomically(path: Path, payload: object) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    with temporary.open("w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+class Registry:
+    """Versions of the model under one folder; see the module docstring for the layout."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with (self.root / ".lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def versions(self) -> list[VersionInfo]:
+        found = []
+        for folder in sorted(self.root.glob("v[0-9]*")):
+            meta = folder / VERSION_FILE
+            if meta.exists():
+                found.append(VersionInfo(**json.loads(meta.read_text())))
+        return found
+
+    def get(self, version: str) -> VersionInfo:
+        meta = self.root / version / VERSION_FILE
+        if not meta.exists():
+            known = ", ".join(v.version for v in self.versions()) or "none"
+            raise KeyError(f"no model version {version!r} (known: {known})")
+        return VersionInfo(**json.loads(meta.read_text()))
+
+    def path(self, version: str) -> Path:
+        self.get(version)
+        return self.root / version
+
+    def live(self) -> str | None:
+        pointer = self.root / LIVE_FILE
+        return json.loads(pointer.read_text())["version"] if pointer.exists() else None
+
+    def add(self, write: Callable[[Path], None], items: list[str], info: dict[str, Any]) -> VersionInfo:
+        """Store a new version: ``write(folder)`` saves the weights; the folder appears atomically."""
+        staging = self.root / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            write(staging)
+            (staging / ITEMS_FILE).write_text(json.dumps(items))
+            with self._locked():
+                numbers = [int(v.name[1:]) for v in self.root.glob("v[0-9]*")]
+                version = f"v{max(numbers, default=0) + 1:04d}"
+                record = VersionInfo(version=version, created_at=time.time(), **info)
+                _write_json_atomically(staging / VERSION_FILE, record.to_dict())
+                os.rename(staging, self.root / version)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return record
+
+    def set_status(self, version: str, status: str, notes: str | None = None) -> VersionInfo:
+        info = self.get(version)
+        info.status = status
+        if notes is not None:
+            info.notes = notes
+        _write_json_atomically(self.root / version / VERSION_FILE, info.to_dict())
+        return info
+
+    def promote(self, version: str) -> VersionInfo:
+        """Make ``version`` live (the previous live version becomes ``retired``)."""
+        with self._locked():
+            info = self.get(version)
+            previous = self.live()
+            _write_json_atomically(self.root / LIVE_FILE, {"version": version, "since": time.time()})
+            if previous and previous != version:
+                self.set_status(previous, "retired")
+            return self.set_status(info.version, "live")
+
+    def items(self, version: str) -> list[str]:
+        return json.loads((self.path(version) / ITEMS_FILE).read_text())

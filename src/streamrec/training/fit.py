@@ -1,0 +1,123 @@
+"""Fit a model from scratch on the event log and register it as a new version.
+
+This is the glue between the store (events, items with text), the text
+encoder and the model: it fixes the item vocabulary (every item with events,
+then catalogue-only items, which the model can still score from text), holds
+out each user's last item to pick the best epoch, and saves the result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamrec.evaluation.offline import evaluate
+from streamrec.models.base import TrainingData
+from streamrec.models.sasrec import SASRec, SASRecConfig
+from streamrec.registry import Registry, VersionInfo
+from streamrec.store import SequenceTable, Store
+from streamrec.text import EmbeddingCache, TextEncoder
+
+MODELS_DIR = "models"
+TEXT_CACHE_FILE = "text-cache.sqlite"
+
+
+@dataclass
+class PreparedData:
+    """Training data coded over ``items``; ``texts[i]`` is what the encoder reads for item ``i``."""
+
+    data: TrainingData
+    users: list[str]
+    items: list[str]
+    texts: list[str]
+    through_offset: int
+
+
+def training_data(table: SequenceTable, n_items: int) -> TrainingData:
+    """Split a :class:`SequenceTable` into one array per user (already time-ordered)."""
+    bounds = table.user_ptr
+    cut = lambda array: [array[bounds[u] : bounds[u + 1]] for u in range(len(table.users))]  # noqa: E731
+    return TrainingData(
+        sequences=[s.astype(np.int64) for s in cut(table.item_codes)],
+        n_items=n_items,
+        timestamps=cut(table.timestamps),
+        event_types=[t.astype(np.int64) for t in cut(table.event_types)],
+        values=cut(table.values),
+        type_names=table.type_names,
+    )
+
+
+def prepare(store: Store, through_offset: int | None = None) -> PreparedData:
+    table = store.log.sequences(through_offset)
+    catalog = {item.item_id: item for item in store.catalog.all()}
+    seen = set(table.items)
+    items = table.items + [item_id for item_id in catalog if item_id not in seen]
+    texts = [catalog[i].text if i in catalog else i for i in items]
+    offset = int(table.offsets.max()) if len(table) else 0
+    return PreparedData(training_data(table, len(items)), table.users, items, texts, offset)
+
+
+def text_encoder_for(home: Path, model: str, device: str | None = None) -> TextEncoder:
+    """The encoder with its embedding cache in the home, so unchanged texts are never re-encoded."""
+    return TextEncoder(model, device=device, cache=EmbeddingCache(home / TEXT_CACHE_FILE))
+
+
+def fit_sasrec(
+    prepared: PreparedData,
+    config: SASRecConfig,
+    encoder: TextEncoder | None,
+    *,
+    progress: bool = True,
+) -> tuple[SASRec, dict[str, float]]:
+    """Train on all but each user's last item; the last item picks the epoch and gives the metrics."""
+    text = None
+    if config.item_tower != "id":
+        if encoder is None:
+            raise ValueError(f"item_tower={config.item_tower!r} needs a text encoder")
+        text = encoder.encode(prepared.texts, progress=progress)
+    data = prepared.data
+    drops = [1 if len(s) >= 2 else 0 for s in data.sequences]
+    held = [u for u, d in enumerate(drops) if d]
+    train = data.without_last(drops)
+    histories = [train.sequences[u] for u in held]
+    targets = np.array([data.sequences[u][-1] for u in held], dtype=np.int64)
+    model = SASRec(config, text).fit(train, valid=(histories, targets) if held else None, progress=progress)
+    metrics = evaluate(model, histories, targets, unfiltered=False) if held else {}
+    return model, metrics
+
+
+def train_and_register(
+    store: Store,
+    home: Path,
+    config: SASRecConfig,
+    *,
+    text_model: str,
+    promote: bool = True,
+    progress: bool = True,
+) -> VersionInfo:
+    """Fit from scratch on the whole log and add the result to the registry (live by default)."""
+    started = time.perf_counter()
+    prepared = prepare(store)
+    if not prepared.data.sequences:
+        raise ValueError("the event log is empty: ingest events before training")
+    encoder = text_encoder_for(home, text_model, config.device) if config.item_tower != "id" else None
+    model, metrics = fit_sasrec(prepared, config, encoder, progress=progress)
+    seconds = time.perf_counter() - started
+    registry = Registry(home / MODELS_DIR)
+    log = model.training_log
+    info = registry.add(
+        model.save,
+        prepared.items,
+        {
+            "status": "candidate",
+            "trained_through_offset": prepared.through_offset,
+            "strategy": "full",
+            "metrics": {**metrics, "best_epoch": log.best_epoch if log else 0},
+            "timings": {"train_seconds": round(seconds, 2)},
+            "notes": f"text model: {text_model}" if encoder else "",
+        },
+    )
+    return registry.promote(info.version) if promote else info

@@ -1,0 +1,206 @@
+"""The training loop for sequence networks: every position of every sequence at once.
+
+Each user contributes their newest ``max_len + 1`` items as one row: inputs
+are items ``0..n-1``, targets items ``1..n``, and the causal mask lets one
+forward pass learn all ``n`` next-item predictions (no per-prefix copies).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from streamrec.models.base import TrainingData
+from streamrec.models.sasrec import SASRecConfig, SASRecNet
+from streamrec.training.losses import full_softmax_loss, matmul_dtype
+
+
+@dataclass
+class TrainingBatches:
+    """Right-padded training rows: ``inputs``/``targets`` hold item codes + 1 (0 = padding)."""
+
+    inputs: np.ndarray  # int64 [rows, max_len]
+    targets: np.ndarray  # int64 [rows, max_len]
+    weights: np.ndarray  # float32 [rows, max_len], next-item loss weight per target
+    event_types: np.ndarray  # int64 [rows, max_len], -1 where unknown
+    values: np.ndarray  # float32 [rows, max_len], NaN where absent
+    lengths: np.ndarray  # int64 [rows]
+
+    @classmethod
+    def from_data(cls, data: TrainingData, config: SASRecConfig) -> TrainingBatches:
+        users = [u for u, s in enumerate(data.sequences) if len(s) >= 2]
+        rows, width = len(users), config.max_len
+        inputs = np.zeros((rows, width), dtype=np.int64)
+        targets = np.zeros((rows, width), dtype=np.int64)
+        weights = np.zeros((rows, width), dtype=np.float32)
+        event_types = np.full((rows, width), -1, dtype=np.int64)
+        values = np.full((rows, width), np.nan, dtype=np.float32)
+        lengths = np.zeros(rows, dtype=np.int64)
+        type_weight = np.array([config.type_weights.get(name, 1.0) for name in data.type_names] or [1.0])
+        for row, user in enumerate(users):
+            window = data.sequences[user][-(width + 1) :]
+            n = len(window) - 1
+            inputs[row, :n] = window[:-1] + 1
+            targets[row, :n] = window[1:] + 1
+            lengths[row] = n
+            if data.event_types is not None:
+                kinds = data.event_types[user][-(width + 1) :][1:]
+                event_types[row, :n] = kinds
+                weights[row, :n] = type_weight[kinds]
+            else:
+                weights[row, :n] = 1.0
+            if data.values is not None:
+                values[row, :n] = data.values[user][-(width + 1) :][1:]
+        return cls(inputs, targets, weights, event_types, values, lengths)
+
+
+@dataclass
+class TrainingLog:
+    epochs: int = 0
+    best_epoch: int = 0
+    best_valid_ndcg: float = float("nan")
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_by: str = "epochs"
+
+
+def sequence_loss(
+    net: SASRecNet,
+    batch: dict[str, torch.Tensor],
+    config: SASRecConfig,
+    sampling_log_q: torch.Tensor | None,
+    generator: torch.Generator | None = None,
+    low_precision: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Next-item loss (+ λ-weighted auxiliary losses) over every real position of a batch."""
+    table = net.item_table()
+    hidden = net.encode(batch["inputs"], table)
+    real = batch["targets"] > 0
+    states = hidden[real]  # [N, hidden]: one row per real (position → next item) pair
+    targets = batch["targets"][real]  # [N], item codes + 1
+    weights = batch["weights"][real]
+    if config.loss == "full":
+        loss = full_softmax_loss(states, table[1:], targets - 1, weights, dtype=low_precision)
+    else:
+        assert sampling_log_q is not None
+        negatives = (
+            torch.multinomial(sampling_log_q.exp(), config.negatives, replacement=True, generator=generator)
+            + 1
+        )
+        correction = math.log(config.negatives)
+        positive = (states * table[targets]).sum(-1) - sampling_log_q[targets - 1] - correction
+        negative = states @ table[negatives].T - sampling_log_q[negatives - 1] - correction  # [N, K]
+        negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+        logits = torch.cat([positive[:, None], negative], dim=1)
+        per_example = F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")
+        loss = (per_example * weights).sum() / weights.sum().clamp_min(1e-6)
+    parts = {"next_item": float(loss.detach())}
+    if config.aux_event_type_weight > 0 and net.event_type_head is not None:
+        kinds = batch["event_types"][real]
+        known = kinds >= 0
+        if known.any():
+            aux = F.cross_entropy(net.event_type_head(states[known]), kinds[known])
+            loss = loss + config.aux_event_type_weight * aux
+            parts["event_type"] = float(aux.detach())
+    if config.aux_value_weight > 0:
+        values = batch["values"][real]
+        known = ~torch.isnan(values)
+        if known.any():
+            aux = F.mse_loss(net.value_head(states[known]).squeeze(-1), values[known])
+            loss = loss + config.aux_value_weight * aux
+            parts["value"] = float(aux.detach())
+    return loss, parts
+
+
+def popularity_log_q(data: TrainingData, device: torch.device) -> torch.Tensor:
+    """log of the sampling distribution for sampled softmax: popularity^0.75, smoothed."""
+    counts = np.bincount(np.concatenate(data.sequences), minlength=data.n_items).astype(np.float64)
+    weights = (counts + 1.0) ** 0.75
+    return torch.tensor(np.log(weights / weights.sum()), dtype=torch.float32, device=device)
+
+
+def length_bucketed_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Batches of rows with similar lengths (little padding), in random order.
+
+    Rows are sorted by length times a random factor in [0.8, 1.25), so batch
+    membership changes every epoch while padding stays low.
+    """
+    noisy = lengths * rng.uniform(0.8, 1.25, size=len(lengths))
+    order = np.argsort(noisy, kind="stable")
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def train_network(
+    net: SASRecNet,
+    data: TrainingData,
+    config: SASRecConfig,
+    *,
+    validate: Callable[[], float] | None = None,
+    progress: bool = True,
+    epochs: int | None = None,
+) -> TrainingLog:
+    """AdamW over shuffled user rows; early stopping on ``validate()`` (NDCG@10), best weights kept."""
+    device = next(net.parameters()).device
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    batches = TrainingBatches.from_data(data, config)
+    log_q = popularity_log_q(data, device) if config.loss == "sampled" else None
+    low_precision = matmul_dtype(config.matmul_dtype, device)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98)
+    )
+    log = TrainingLog()
+    best_state: dict[str, torch.Tensor] | None = None
+    since_best = 0
+    started = time.perf_counter()
+    total_epochs = config.epochs if epochs is None else epochs
+    bar = tqdm(range(total_epochs), desc="train", disable=not progress, unit="epoch")
+    for epoch in bar:
+        net.train()
+        losses = []
+        for rows in length_bucketed_batches(batches.lengths, config.batch_size, rng):
+            width = int(batches.lengths[rows].max())
+            batch = {
+                name: torch.from_numpy(getattr(batches, name)[rows, :width]).to(device)
+                for name in ("inputs", "targets", "weights", "event_types", "values")
+            }
+            loss, _ = sequence_loss(net, batch, config, log_q, generator, low_precision)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan")}
+        log.epochs = epoch + 1
+        if validate is not None:
+            score = validate()
+            record["valid_ndcg@10"] = score
+            if not score <= log.best_valid_ndcg:  # also true for the first (NaN) comparison
+                log.best_valid_ndcg, log.best_epoch, since_best = score, epoch + 1, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                since_best += 1
+        log.history.append(record)
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        if validate is not None and since_best >= config.patience:
+            log.stopped_by = "patience"
+            break
+        if config.max_minutes is not None and time.perf_counter() - started > config.max_minutes * 60:
+            log.stopped_by = "time budget"
+            break
+    bar.close()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    log.seconds = time.perf_counter() - started
+    return log
