@@ -111,6 +111,110 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sasrec_config(args: argparse.Namespace, **overrides: object):
+    from streamrec.models.sasrec import SASRecConfig
+
+    return SASRecConfig(
+        item_tower=overrides.get("item_tower", getattr(args, "item_tower", "hybrid")),
+        hidden=args.hidden,
+        layers=args.layers,
+        heads=args.heads,
+        max_len=args.max_len,
+        dropout=args.dropout,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        patience=args.patience,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        device=args.device,
+    )
+
+
+def _model_options(sub: argparse.ArgumentParser) -> None:
+    group = sub.add_argument_group("model")
+    group.add_argument("--hidden", type=int, default=64, help="embedding width (default 64)")
+    group.add_argument("--layers", type=int, default=2, help="transformer blocks (default 2)")
+    group.add_argument("--heads", type=int, default=1, help="attention heads (default 1)")
+    group.add_argument("--max-len", type=int, default=200, help="most recent items read (default 200)")
+    group.add_argument("--dropout", type=float, default=0.1)
+    group.add_argument("--lr", type=float, default=1e-3)
+    group.add_argument("--batch-size", type=int, default=128)
+    group.add_argument("--epochs", type=int, default=100, help="at most this many epochs (default 100)")
+    group.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs")
+    group.add_argument("--max-minutes", type=float, help="wall-clock budget per model; best epoch kept")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA when available)")
+    group.add_argument("--text-model", default="all-MiniLM-L6-v2", help="sentence-transformers name or path")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from streamrec.store import open_store
+    from streamrec.training.fit import train_and_register
+
+    if not Path(args.home).exists():
+        print(f"error: no streamrec home at {args.home} (run `streamrec ingest` first)", file=sys.stderr)
+        return 2
+    with open_store(args.home) as store:
+        try:
+            info = train_and_register(
+                store,
+                Path(args.home),
+                _sasrec_config(args),
+                text_model=args.text_model,
+                progress=not args.quiet,
+            )
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    if args.json:
+        _print_json(info.to_dict())
+    else:
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in info.metrics.items() if k in ("ndcg@10", "hr@10"))
+        print(f"{info.version} is live: trained through offset {info.trained_through_offset}, {metrics}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from streamrec.serving.runtime import Runtime
+
+    try:
+        engine = Runtime.open(args.home)
+    except (FileNotFoundError, LookupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with engine:
+        result = engine.recommend(args.user_id, k=args.k, exclude_seen=not args.include_seen)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"user {args.user_id} ({result['source']}, model {result['model_version']}):")
+        for rank, entry in enumerate(result["items"], start=1):
+            print(f"{rank:>3}. {entry['item_id']:<12} {entry['score']:>8.3f}  {entry['title']}")
+    return 0
+
+
+def cmd_bench_offline(args: argparse.Namespace) -> int:
+    from streamrec.bench.offline import run_offline_benchmark
+
+    try:
+        run_offline_benchmark(
+            dataset=args.dataset,
+            data=args.data,
+            out=args.out,
+            models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+            config=_sasrec_config(args),
+            text_model=args.text_model,
+            progress=not args.quiet,
+            command="streamrec " + " ".join(sys.argv[1:]),
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(args.out.with_suffix(".md").read_text())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamrec",
@@ -170,6 +274,24 @@ def build_parser() -> argparse.ArgumentParser:
     home_option(stats)
     stats.add_argument("--json", action="store_true")
 
+    train = command(
+        "train", cmd_train, "Fit the model from scratch on the whole log; the new version goes live."
+    )
+    home_option(train)
+    _model_options(train)
+    train.add_argument("--item-tower", choices=["hybrid", "id", "text"], default="hybrid")
+    train.add_argument("--json", action="store_true")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    rec = command(
+        "recommend", cmd_recommend, "Top-k items for a user from the live model and their latest events."
+    )
+    rec.add_argument("user_id")
+    home_option(rec)
+    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("--include-seen", action="store_true", help="also recommend items the user already has")
+    rec.add_argument("--json", action="store_true")
+
     bench = command("bench", lambda a: 2, "Benchmarks that write JSON results and plots.")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     bench_ingest = benches.add_parser(
@@ -180,6 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench_ingest.add_argument("--repeats", type=int, default=3)
     bench_ingest.add_argument("--seed", type=int, default=7)
     bench_ingest.add_argument("--out", type=Path, default=Path("results/ingest.json"))
+    offline = benches.add_parser("offline", help="Leave-one-out full-ranking benchmark of every model.")
+    offline.set_defaults(handler=cmd_bench_offline)
+    offline.add_argument(
+        "--dataset", required=True, help="ml-1m, ml-1m-ts, ml-100k, beauty, or any name for --data"
+    )
+    offline.add_argument("--data", type=Path, required=True, help="the dataset folder (or a simulate folder)")
+    offline.add_argument(
+        "--out", type=Path, required=True, help="result JSON (a .md table and .png beside it)"
+    )
+    offline.add_argument("--models", default="sasrec-hybrid,sasrec-id,mostpop,recentpop,itemknn")
+    offline.add_argument("--quiet", action="store_true")
+    _model_options(offline)
     return parser
 
 

@@ -16,10 +16,12 @@ def write_result(path: Path, result: dict) -> None:
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
-def save_bar_plot(path: Path, values: dict[str, float], *, title: str, ylabel: str) -> None:
-    figure, axes = plt.subplots(figsize=(6, 3.5))
+def save_bar_plot(
+    path: Path, values: dict[str, float], *, title: str, ylabel: str, fmt: str = "{:,.0f}"
+) -> None:
+    figure, axes = plt.subplots(figsize=(max(6, 1.2 * len(values)), 3.5))
     bars = axes.bar(list(values), list(values.values()), color="#4C72B0")
-    axes.bar_label(bars, labels=[f"{v:,.0f}" for v in values.values()], fontsize=8)
+    axes.bar_label(bars, labels=[fmt.format(v) for v in values.values()], fontsize=8)
     axes.set_title(title, fontsize=10)
     axes.set_ylabel(ylabel)
     figure.tight_layout()

@@ -81,6 +81,10 @@ class EventLog(ABC):
         """Events with ``start <= timestamp < end``, ordered by (timestamp, offset)."""
 
     @abstractmethod
+    def popular_items(self, after_offset: int, limit: int) -> list[tuple[str, int]]:
+        """The most frequent items among events after ``after_offset``, with their counts."""
+
+    @abstractmethod
     def sequences(self, through_offset: int | None = None) -> SequenceTable:
         """Bulk export of every event up to ``through_offset`` (all if None) for training."""
 

@@ -179,6 +179,13 @@ class SQLiteEventLog(EventLog):
         )
         return [_row_to_logged(row) for row in rows]
 
+    def popular_items(self, after_offset: int, limit: int) -> list[tuple[str, int]]:
+        return self.db.query(
+            "SELECT item_id, COUNT(*) AS n FROM events WHERE offset > ? GROUP BY item_id"
+            " ORDER BY n DESC, item_id LIMIT ?",
+            (after_offset, limit),
+        )
+
     def sequences(self, through_offset: int | None = None) -> SequenceTable:
         limit = self.last_offset() if through_offset is None else through_offset
         rows = self.db.query(
