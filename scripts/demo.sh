@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make demo`: the main job on the embedded default (SQLite + local files, no servers).
+# simulate a drifting event stream → ingest it → stats → train the text-aware model → recommend.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STREAMREC=.venv/bin/streamrec
+HOME_DIR=${DEMO_HOME:-demo-home}
+rm -rf "$HOME_DIR"
+
+echo "== 1. simulate a synthetic stream with planted topics, habits and a taste shift"
+$STREAMREC simulate --out "$HOME_DIR/sim" --users 400 --items 600 --events 30000 --seed 7
+
+echo "== 2. ingest events and items into the durable event log"
+$STREAMREC ingest "$HOME_DIR/sim" --home "$HOME_DIR/recs"
+echo "   (ingesting the same folder again stores nothing twice:)"
+$STREAMREC ingest "$HOME_DIR/sim" --home "$HOME_DIR/recs" --quiet
+
+echo "== 3. what the log holds"
+$STREAMREC stats --home "$HOME_DIR/recs"
+
+echo "== 4. train the sequential model with the text-aware item tower (all-MiniLM-L6-v2)"
+$STREAMREC train --home "$HOME_DIR/recs" --epochs 20 --max-len 50 --lr 2e-3
+
+echo "== 5. recommendations for a few users, from the live model and their latest events"
+for user in u0 u1 u2; do
+  $STREAMREC recommend "$user" --home "$HOME_DIR/recs" -k 5
+done
+echo "   an unknown user gets what is trending:"
+$STREAMREC recommend nobody --home "$HOME_DIR/recs" -k 3
