@@ -23,7 +23,7 @@ def _parse_mapping(text: str | None) -> dict[str, str] | None:
     for pair in text.split(","):
         field, sep, column = pair.partition("=")
         if not sep or not field.strip() or not column.strip():
-            raise SystemExit(f"--map: expected FIELD=COLUMN pairs separated by commas, got {pair!r}")
+            raise ValueError(f"--map: expected FIELD=COLUMN pairs separated by commas, got {pair!r}")
         mapping[field.strip()] = column.strip()
     return mapping
 
@@ -122,6 +122,7 @@ def _sasrec_config(args: argparse.Namespace, **overrides: object):
         max_len=args.max_len,
         dropout=args.dropout,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
         batch_size=args.batch_size,
         epochs=args.epochs,
         patience=args.patience,
@@ -139,6 +140,7 @@ def _model_options(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--max-len", type=int, default=200, help="most recent items read (default 200)")
     group.add_argument("--dropout", type=float, default=0.1)
     group.add_argument("--lr", type=float, default=1e-3)
+    group.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
     group.add_argument("--batch-size", type=int, default=128)
     group.add_argument("--epochs", type=int, default=100, help="at most this many epochs (default 100)")
     group.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs")

@@ -44,6 +44,7 @@ class SASRecConfig:
     id_dropout: float = 0.0  # chance per step to hide an item's ID row (hybrid): trains text to stand alone
     # optimisation
     lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 0 over `epochs`
     weight_decay: float = 0.0
     batch_size: int = 128
     epochs: int = 100

@@ -166,6 +166,15 @@ def train_network(
     since_best = 0
     started = time.perf_counter()
     total_epochs = config.epochs if epochs is None else epochs
+    steps_per_epoch = math.ceil(len(batches.lengths) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: (
+            1.0
+            if config.lr_schedule == "constant"
+            else 0.5 * (1 + math.cos(math.pi * min(step / max(total_epochs * steps_per_epoch, 1), 1.0)))
+        ),
+    )
     bar = tqdm(range(total_epochs), desc="train", disable=not progress, unit="epoch")
     for epoch in bar:
         net.train()
@@ -180,6 +189,7 @@ def train_network(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
             losses.append(float(loss.detach()))
         record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan")}
         log.epochs = epoch + 1
