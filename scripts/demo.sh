@@ -27,3 +27,25 @@ for user in u0 u1 u2; do
 done
 echo "   an unknown user gets what is trending:"
 $STREAMREC recommend nobody --home "$HOME_DIR/recs" -k 3
+
+PORT=${DEMO_PORT:-8000}
+URL="http://127.0.0.1:$PORT"
+echo "== 6. serve it over HTTP on $URL (OpenAPI docs at $URL/docs)"
+$STREAMREC serve --home "$HOME_DIR/recs" --port "$PORT" > "$HOME_DIR/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 120); do
+  curl -sf "$URL/health" > /dev/null && break
+  kill -0 $SERVER 2>/dev/null || { cat "$HOME_DIR/server.log"; exit 1; }
+  sleep 0.5
+done
+show() { echo "\$ curl $*"; curl -sf "$@" | .venv/bin/python -m json.tool | head -n 24; }
+show "$URL/recommend/u1?k=3"
+show -X POST "$URL/events" -H 'content-type: application/json' \
+  -d '[{"user_id":"u1","item_id":"i5","event_type":"click"}]'
+show "$URL/recommend/u1?k=3"
+show "$URL/search?q=telescope+nebula&user_id=u1&k=3"
+if [ -t 0 ]; then
+  echo "== the server keeps answering on $URL — press Ctrl-C to stop"
+  wait $SERVER
+fi

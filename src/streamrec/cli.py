@@ -196,6 +196,19 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from streamrec.serving.app import serve
+    from streamrec.serving.runtime import Runtime
+
+    try:  # fail fast, with a clear message, before uvicorn starts
+        Runtime.open(args.home).close()
+    except (FileNotFoundError, LookupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    serve(args.home, host=args.host, port=args.port, api_key=args.api_key, protect_writes=args.protect_writes)
+    return 0
+
+
 def cmd_bench_offline(args: argparse.Namespace) -> int:
     from streamrec.bench.offline import run_offline_benchmark
 
@@ -293,6 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--include-seen", action="store_true", help="also recommend items the user already has")
     rec.add_argument("--json", action="store_true")
+
+    srv = command(
+        "serve", cmd_serve, "Serve recommendations, similar items, search and event intake over HTTP."
+    )
+    home_option(srv)
+    srv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--api-key", help="admin key (prefer the STREAMREC_API_KEY environment variable)")
+    srv.add_argument("--protect-writes", action="store_true", help="also require the key for writes")
 
     bench = command("bench", lambda a: 2, "Benchmarks that write JSON results and plots.")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")

@@ -45,6 +45,7 @@ class VersionInfo:
     trained_through_offset: int
     strategy: str = "full"
     parent: str | None = None
+    text_model: str | None = None  # the sentence encoder the item tower read (None: ID-only model)
     metrics: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     notes: str = ""

@@ -4,31 +4,115 @@ Each request reads the user's newest events from the event log, so an event
 written a moment ago shapes the very next answer, before any retraining.
 Users the log has never seen get what is trending (most frequent items among
 the newest events) instead of an error.
+
+Everything a request needs (model, item table, vocabulary, search index) sits
+in one :class:`LoadedVersion`. Writers (a hot-swap, an item upsert) build a new
+one and replace ``Runtime.loaded`` in a single assignment; a request takes
+``loaded = self.loaded`` once at its start, so it never sees half an update
+and never waits for one. Writers are serialised among themselves by a lock
+that readers never take.
+
+Items added after training (``upsert_items``) are searchable at once. For
+``text`` and ``hybrid`` models they are also recommendable at once: their row
+in the scoring table is the model's text projection of their text embedding
+(the same row a cold item gets in training). An ``id`` model cannot score an
+item it never trained on, so such items wait for the next training.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
+import torch
 
-from streamrec.models.sasrec import SASRec
-from streamrec.registry import Registry
+from streamrec.items import Item
+from streamrec.models.base import top_k
+from streamrec.models.sasrec import SASRec, SASRecNet, right_pad
+from streamrec.registry import VERSION_FILE, Registry, VersionInfo
 from streamrec.store import Store, open_store
-from streamrec.training.fit import MODELS_DIR
+from streamrec.text import DEFAULT_TEXT_MODEL, TextEncoder
+from streamrec.training.fit import MODELS_DIR, text_encoder_for
 
 TRENDING_WINDOW = 50_000  # newest events that define "trending"
+SEARCH_CANDIDATES = 100  # items retrieved by text similarity before personal re-ranking
+# Personalised search: final = cosine(query, item) + PERSONAL_WEIGHT * (r_model - 0.5), where
+# r_model in [0, 1] is the item's rank-normalised model score among the candidates (1 = best).
+# The model moves an item by at most ±0.075 in cosine units: it reorders items of similar
+# relevance (within a topic) but cannot lift an off-topic item above a clearly relevant one.
+PERSONAL_WEIGHT = 0.15
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchIndex:
+    """Unit-norm text embeddings of every catalogue item (row ``r`` is ``item_ids[r]``)."""
+
+    text_model: str
+    item_ids: list[str]
+    rows: dict[str, int]
+    matrix: np.ndarray  # float32 [n_catalogue, text_dim]; [0, 0] while the catalogue is empty
+    categories: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
 
 
 @dataclass
 class LoadedVersion:
+    """One consistent view for a request: never mutated, replaced whole by writers."""
+
     version: str
     model: SASRec
-    items: list[str]
+    items: list[str]  # code -> item id: the trained vocabulary, then items added since
     index: dict[str, int]
+    table: torch.Tensor | None = None  # [len(items) + 1, hidden]; row 0 is padding
+    search: SearchIndex | None = None
+    text_model: str = DEFAULT_TEXT_MODEL
+    info: VersionInfo | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether the model can score items from text alone (``text`` / ``hybrid`` towers)."""
+        return self.model.net is not None and self.model.net.text_projection is not None
+
+
+def text_model_of(info: VersionInfo) -> str:
+    """The text model a version was trained with (the default, for search, for ID-only versions)."""
+    return info.text_model or DEFAULT_TEXT_MODEL
+
+
+@torch.no_grad()
+def _text_rows(net: SASRecNet, codes: Sequence[int | None], text: np.ndarray) -> torch.Tensor:
+    """Scoring-table rows from text: the text projection, plus the trained ID row where one exists."""
+    assert net.text_projection is not None
+    device = net.text_projection.weight.device
+    rows = net.text_projection(torch.as_tensor(text, dtype=torch.float32, device=device))
+    trained = [(j, c) for j, c in enumerate(codes) if c is not None and c < net.n_items]
+    if net.id_embedding is not None and trained:
+        where = torch.tensor([j for j, _ in trained], device=device)
+        ids = torch.tensor([c + 1 for _, c in trained], device=device)
+        rows[where] += net.id_embedding.weight[ids] * net.id_trained[ids, None]
+    return rows
+
+
+def _rank_normalised(scores: np.ndarray) -> np.ndarray:
+    """1 for the best score, 0 for the worst, evenly spaced by rank (ties broken by position)."""
+    if len(scores) < 2:
+        return np.ones(len(scores), dtype=np.float32)
+    ranks = np.empty(len(scores), dtype=np.float32)
+    ranks[np.argsort(-scores, kind="stable")] = np.arange(len(scores), dtype=np.float32)
+    return 1.0 - ranks / (len(scores) - 1)
 
 
 class Runtime:
@@ -37,6 +121,9 @@ class Runtime:
     def __init__(self, store: Store, registry: Registry) -> None:
         self.store = store
         self.registry = registry
+        self._write_lock = threading.RLock()  # serialises swaps and upserts; readers never take it
+        self._encode_lock = threading.Lock()  # fast tokenizers are not safe to share between threads
+        self._encoders: dict[str, TextEncoder] = {}
         self.loaded = self.load_live()
 
     @classmethod
@@ -46,35 +133,340 @@ class Runtime:
             raise FileNotFoundError(f"no model in {home}: run `streamrec train --home {home}` first")
         return cls(open_store(home), Registry(home / MODELS_DIR))
 
+    @property
+    def home(self) -> Path:
+        return self.registry.root.parent
+
+    # ----- loading and hot-swapping -----
+
     def load_live(self) -> LoadedVersion:
         version = self.registry.live()
         if version is None:
             raise LookupError("no live model version: train or promote one first")
+        return self._build(version)
+
+    def _build(self, version: str, *, fresh_search: bool = False) -> LoadedVersion:
+        """Load ``version`` completely (weights, item table, search index) without touching ``loaded``."""
+        info = self.registry.get(version)
         items = self.registry.items(version)
         model = SASRec.load(self.registry.path(version))
-        return LoadedVersion(version, model, items, {item: code for code, item in enumerate(items)})
+        assert model.net is not None
+        with torch.no_grad():
+            table = model.net.item_table().detach()
+        text_model = text_model_of(info)
+        current: LoadedVersion | None = getattr(self, "loaded", None)
+        search = current.search if current is not None and not fresh_search else None
+        if search is None or search.text_model != text_model:
+            search = self._build_search(text_model)
+        loaded = LoadedVersion(
+            version,
+            model,
+            items,
+            {item: code for code, item in enumerate(items)},
+            table,
+            search,
+            text_model,
+            info,
+        )
+        added = [item for item in search.item_ids if item not in loaded.index]
+        return self._with_text_rows(loaded, added) if added else loaded
 
-    def trending(self, k: int, exclude: set[str] = frozenset()) -> list[tuple[str, float]]:
+    def _build_search(self, text_model: str) -> SearchIndex:
+        catalogue = self.store.catalog.all()
+        ids = [item.item_id for item in catalogue]
+        matrix = (
+            self.encode_items(text_model, [item.text for item in catalogue])
+            if catalogue
+            else np.zeros((0, 0), dtype=np.float32)
+        )
+        return SearchIndex(
+            text_model,
+            ids,
+            {item: row for row, item in enumerate(ids)},
+            matrix,
+            {item.item_id: item.category for item in catalogue},
+        )
+
+    def _with_text_rows(self, loaded: LoadedVersion, item_ids: Sequence[str]) -> LoadedVersion:
+        """A copy of ``loaded`` whose table (re)computes ``item_ids``' rows from their search embeddings.
+
+        Items outside the vocabulary are appended. Id-only models, and text models whose
+        embedding width differs from the search index's, are returned unchanged.
+        """
+        net, search = loaded.model.net, loaded.search
+        if not item_ids or net is None or search is None or net.text_projection is None:
+            return loaded
+        if search.matrix.shape[1] != net.text_projection.in_features:
+            log.warning("search embeddings do not fit %s's text projection: new items wait", loaded.version)
+            return loaded
+        items, index = list(loaded.items), dict(loaded.index)
+        for item in item_ids:
+            if item not in index:
+                index[item] = len(items)
+                items.append(item)
+        codes = [index[item] for item in item_ids]
+        text = search.matrix[[search.rows[item] for item in item_ids]]
+        rows = _text_rows(net, [c if c < net.n_items else None for c in codes], text)
+        assert loaded.table is not None
+        table = loaded.table
+        if len(items) + 1 > table.shape[0]:
+            grow = table.new_zeros(len(items) + 1 - table.shape[0], table.shape[1])
+            table = torch.cat([table, grow])
+        else:
+            table = table.clone()
+        table[torch.tensor(codes, device=table.device) + 1] = rows
+        return dataclasses.replace(loaded, items=items, index=index, table=table)
+
+    def swap_to(self, version: str) -> LoadedVersion:
+        """Serve ``version``: it is loaded fully first, then replaces the current one in one assignment."""
+        with self._write_lock:
+            self.loaded = self._build(version)
+            log.info("serving model %s", version)
+            return self.loaded
+
+    def promote(self, version: str) -> VersionInfo:
+        """Make ``version`` live and serve it; a version that fails to load is never promoted."""
+        with self._write_lock:
+            ready = self.loaded if self.loaded.version == version else self._build(version)
+            info = self.registry.promote(version)
+            self.loaded = ready
+            return info
+
+    def rollback_target(self) -> str | None:
+        """The version live just before the current one: the last one retired (newest ``version.json``)."""
+        live = self.registry.live()
+        earlier = [
+            v for v in self.registry.versions() if v.version != live and v.status in ("live", "retired")
+        ]
+        if not earlier:
+            return None
+
+        def retired_at(info: VersionInfo) -> tuple[int, str]:
+            return (self.registry.root / info.version / VERSION_FILE).stat().st_mtime_ns, info.version
+
+        return max(earlier, key=retired_at).version
+
+    def refresh(self) -> bool:
+        """Swap to the registry's live version if another process promoted one; True if swapped."""
+        live = self.registry.live()
+        if live is None or live == self.loaded.version:
+            return False
+        with self._write_lock:
+            live = self.registry.live()
+            if live is None or live == self.loaded.version:
+                return False
+            self.swap_to(live)
+            return True
+
+    def reload(self) -> LoadedVersion:
+        """Rebuild the live version and the search index from disk (catalogue edits by other processes)."""
+        with self._write_lock:
+            version = self.registry.live()
+            if version is None:
+                raise LookupError("no live model version: train or promote one first")
+            self.loaded = self._build(version, fresh_search=True)
+            return self.loaded
+
+    # ----- text -----
+
+    def _encoder_for(self, text_model: str) -> TextEncoder:
+        """One encoder per text model, with the home's embedding cache for item texts."""
+        encoder = self._encoders.get(text_model)
+        if encoder is None:
+            encoder = self._encoders[text_model] = text_encoder_for(self.home, text_model)
+        return encoder
+
+    def encode_items(self, text_model: str, texts: Sequence[str]) -> np.ndarray:
+        with self._encode_lock:
+            return self._encoder_for(text_model).encode(list(texts))
+
+    def encode_query(self, text_model: str, text: str) -> np.ndarray:
+        with self._encode_lock:
+            return self._encoder_for(text_model).encode([text], use_cache=False)[0]
+
+    # ----- catalogue writes -----
+
+    def upsert_items(self, items: Sequence[Item]) -> dict[str, bool]:
+        """Store items durably, make them searchable, and scorable where the model reads text.
+
+        Returns item id -> whether the live model can recommend it now. Cost is one copy of
+        the search matrix and the item table per call: upsert many items in one call.
+        """
+        latest = {item.item_id: item for item in items}
+        self.store.catalog.upsert(list(latest.values()))
+        with self._write_lock:
+            loaded = self.loaded
+            search = loaded.search
+            assert search is not None
+            vectors = self.encode_items(search.text_model, [item.text for item in latest.values()])
+            ids, rows = list(search.item_ids), dict(search.rows)
+            matrix = search.matrix if len(search.matrix) else np.zeros((0, vectors.shape[1]), np.float32)
+            fresh = [item for item in latest if item not in rows]
+            matrix = np.concatenate([matrix, np.zeros((len(fresh), matrix.shape[1]), np.float32)])
+            for item in fresh:
+                rows[item] = len(ids)
+                ids.append(item)
+            matrix[[rows[item] for item in latest]] = vectors
+            categories = {**search.categories, **{i.item_id: i.category for i in latest.values()}}
+            search = SearchIndex(search.text_model, ids, rows, matrix, categories)
+            updated = self._with_text_rows(dataclasses.replace(loaded, search=search), list(latest))
+            self.loaded = updated
+            return {item: item in updated.index for item in latest}
+
+    # ----- reads -----
+
+    def trending(
+        self, k: int, exclude: set[str] = frozenset(), category: str | None = None
+    ) -> list[tuple[str, float]]:
         since = self.store.log.last_offset() - TRENDING_WINDOW
-        counts = self.store.log.popular_items(since, k + len(exclude))
-        return [(item, float(n)) for item, n in counts if item not in exclude][:k]
+        limit = k + len(exclude) if category is None else max(1000, 50 * k + len(exclude))
+        counts = self.store.log.popular_items(since, limit)
+        ranked = [(item, float(n)) for item, n in counts if item not in exclude]
+        if category is not None:
+            ranked = [(item, n) for item, n in ranked if self._category(item) == category]
+        return ranked[:k]
 
-    def recommend(self, user_id: str, k: int = 10, *, exclude_seen: bool = True) -> dict[str, Any]:
-        loaded = self.loaded
-        recent = self.store.log.recent_items(user_id, loaded.model.config.max_len)
+    def _category(self, item_id: str) -> str | None:
+        search = self.loaded.search
+        if search is not None and item_id in search.categories:
+            return search.categories[item_id]
+        item = self.store.catalog.get(item_id)
+        return item.category if item else None
+
+    @staticmethod
+    @torch.no_grad()
+    def _scores(loaded: LoadedVersion, history: np.ndarray) -> np.ndarray:
+        """Scores of every item in ``loaded.items`` (trained and added) after ``history`` (codes)."""
+        net, table = loaded.model.net, loaded.table
+        assert net is not None and table is not None
+        items, lengths = right_pad([history], loaded.model.config.max_len)
+        device = table.device
+        states = net.last_hidden(
+            torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device), table
+        )
+        return (states @ table[1:].T)[0].float().cpu().numpy()
+
+    def _rank(
+        self, loaded: LoadedVersion, history: np.ndarray, k: int, *, exclude_seen: bool, category: str | None
+    ) -> list[tuple[str, float]]:
+        scores = self._scores(loaded, history)
+        if exclude_seen and len(history):
+            scores[history] = -np.inf
+        if category is None:
+            codes, values = top_k(scores, k)
+            return [(loaded.items[c], float(s)) for c, s in zip(codes, values, strict=True)]
+        # Score everything, then walk down the ranking keeping the category's items.
+        categories = loaded.search.categories if loaded.search is not None else {}
+        ranked = []
+        for code in np.argsort(-scores, kind="stable"):
+            if not np.isfinite(scores[code]) or len(ranked) == k:
+                break
+            if categories.get(loaded.items[code]) == category:
+                ranked.append((loaded.items[code], float(scores[code])))
+        return ranked
+
+    def _answer(
+        self, loaded: LoadedVersion, recent: list[str], k: int, *, exclude_seen: bool, category: str | None
+    ) -> tuple[list[tuple[str, float]], str]:
         history = np.array([loaded.index[i] for i in recent if i in loaded.index], dtype=np.int64)
         if len(history):
-            codes, scores = loaded.model.recommend(history, k, exclude_seen=exclude_seen)
-            ranked = [(loaded.items[c], float(s)) for c, s in zip(codes, scores, strict=True)]
-            source = "model"
-        else:
-            ranked = self.trending(k, set(recent) if exclude_seen else set())
-            source = "trending"
+            return self._rank(loaded, history, k, exclude_seen=exclude_seen, category=category), "model"
+        return self.trending(k, set(recent) if exclude_seen else set(), category), "trending"
+
+    def recommend(
+        self, user_id: str, k: int = 10, *, exclude_seen: bool = True, category: str | None = None
+    ) -> dict[str, Any]:
+        loaded = self.loaded
+        recent = self.store.log.recent_items(user_id, loaded.model.config.max_len)
+        ranked, source = self._answer(loaded, recent, k, exclude_seen=exclude_seen, category=category)
         return {
             "user_id": user_id,
             "model_version": loaded.version,
             "source": source,
             "items": [self._describe(item, score) for item, score in ranked],
+        }
+
+    def recommend_session(
+        self, items: Sequence[str], k: int = 10, *, exclude_seen: bool = True, category: str | None = None
+    ) -> dict[str, Any]:
+        """Recommendations for an anonymous session's items (oldest first); unknown ids are ignored."""
+        loaded = self.loaded
+        recent = list(items)[-loaded.model.config.max_len :]
+        ranked, source = self._answer(loaded, recent, k, exclude_seen=exclude_seen, category=category)
+        return {
+            "user_id": None,
+            "model_version": loaded.version,
+            "source": source,
+            "items": [self._describe(item, score) for item, score in ranked],
+        }
+
+    def similar(self, item_id: str, k: int = 10) -> dict[str, Any]:
+        """Nearest items by cosine of the model's item embeddings; by text for items the model lacks.
+
+        Raises ``KeyError`` naming the item when neither the model nor the catalogue knows it.
+        """
+        loaded = self.loaded
+        code = loaded.index.get(item_id)
+        search = loaded.search
+        if code is not None and loaded.table is not None:
+            table = loaded.table[1:].float()
+            vectors = table / table.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            sims = (vectors @ vectors[code]).cpu().numpy()
+            names, source = loaded.items, "model"
+        elif search is not None and item_id in search.rows:
+            code = search.rows[item_id]
+            sims = search.matrix @ search.matrix[code]
+            names, source = search.item_ids, "text"
+        else:
+            raise KeyError(f"unknown item {item_id!r}: not in the catalogue nor in model {loaded.version}")
+        sims[code] = -np.inf
+        codes, values = top_k(sims, k)
+        return {
+            "item_id": item_id,
+            "model_version": loaded.version,
+            "source": source,
+            "items": [self._describe(names[c], float(s)) for c, s in zip(codes, values, strict=True)],
+        }
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        user_id: str | None = None,
+        candidates: int = SEARCH_CANDIDATES,
+        personal_weight: float = PERSONAL_WEIGHT,
+    ) -> dict[str, Any]:
+        """Semantic search over the catalogue, re-ranked for ``user_id`` when they have history.
+
+        Retrieval takes the ``candidates`` items whose text embedding is closest (cosine) to the
+        query's. With a known user the final score is ``cosine + personal_weight * (r - 0.5)``,
+        ``r`` the item's rank-normalised model score among the candidates (see PERSONAL_WEIGHT).
+        """
+        loaded = self.loaded
+        search = loaded.search
+        result: dict[str, Any] = {"query": query, "user_id": user_id, "model_version": loaded.version}
+        if search is None or not len(search):
+            return {**result, "source": "search", "items": []}
+        sims = search.matrix @ self.encode_query(search.text_model, query)
+        codes, relevance = top_k(sims, max(candidates, k))
+        final, source = relevance.astype(np.float32), "search"
+        if user_id:
+            recent = self.store.log.recent_items(user_id, loaded.model.config.max_len)
+            history = np.array([loaded.index[i] for i in recent if i in loaded.index], dtype=np.int64)
+            if len(history):
+                scores = self._scores(loaded, history)
+                model_codes = [loaded.index.get(search.item_ids[c]) for c in codes]
+                personal = np.array(
+                    [-np.inf if m is None else scores[m] for m in model_codes], dtype=np.float32
+                )
+                final = final + personal_weight * (_rank_normalised(personal) - 0.5)
+                source = "personalised"
+        order = np.argsort(-final, kind="stable")[:k]
+        return {
+            **result,
+            "source": source,
+            "items": [self._describe(search.item_ids[codes[j]], float(final[j])) for j in order],
         }
 
     def _describe(self, item_id: str, score: float) -> dict[str, Any]:

@@ -66,12 +66,17 @@ class TextEncoder:
     def dimension(self) -> int:
         return int(self._model.get_sentence_embedding_dimension())
 
-    def encode(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """Unit-norm float32 embeddings, one row per text; cached texts are not re-encoded."""
+    def encode(self, texts: Sequence[str], *, progress: bool = False, use_cache: bool = True) -> np.ndarray:
+        """Unit-norm float32 embeddings, one row per text; cached texts are not re-encoded.
+
+        ``use_cache=False`` neither reads nor writes the cache (search queries: arbitrary
+        strings that would otherwise grow it without bound).
+        """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        cache = self.cache if use_cache else None
         keys = [text_key(self.model_name, text) for text in texts]
-        known = self.cache.get_many(keys) if self.cache else {}
+        known = cache.get_many(keys) if cache else {}
         missing = sorted(
             {key: text for key, text in zip(keys, texts, strict=True) if key not in known}.items()
         )
@@ -84,7 +89,7 @@ class TextEncoder:
                 show_progress_bar=progress,
             ).astype(np.float32)
             fresh = {key: vector for (key, _), vector in zip(missing, vectors, strict=True)}
-            if self.cache:
-                self.cache.put_many(fresh)
+            if cache:
+                cache.put_many(fresh)
             known = {**known, **fresh}
         return np.stack([known[key] for key in keys])

@@ -117,7 +117,7 @@ def train_and_register(
             "strategy": "full",
             "metrics": {**metrics, "best_epoch": log.best_epoch if log else 0},
             "timings": {"train_seconds": round(seconds, 2)},
-            "notes": f"text model: {text_model}" if encoder else "",
+            "text_model": text_model if encoder else None,
         },
     )
     return registry.promote(info.version) if promote else info

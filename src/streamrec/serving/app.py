@@ -1,0 +1,110 @@
+"""The FastAPI application: wiring only (runtime in ``lifespan``, routers, metrics middleware).
+
+>>> app = create_app("/nonexistent-home")  # nothing is loaded until the server starts
+>>> sorted(path for path in app.openapi()["paths"] if path.startswith("/admin"))
+['/admin/models', '/admin/promote/{version}', '/admin/reload', '/admin/rollback']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from streamrec.config import load_settings
+from streamrec.serving import routes
+from streamrec.serving.metrics import MetricsMiddleware, ServingMetrics
+from streamrec.serving.runtime import Runtime
+
+POLL_SECONDS = 1.0  # how often the server checks the registry for a version promoted elsewhere
+
+log = logging.getLogger(__name__)
+
+
+class LiveWatcher:
+    """A background thread that follows the registry's live pointer (promotions by other processes)."""
+
+    def __init__(self, runtime: Runtime, interval: float = POLL_SECONDS) -> None:
+        self.runtime = runtime
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="streamrec-live-watcher", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self.runtime.refresh():
+                    log.info("picked up promoted model %s", self.runtime.loaded.version)
+            except Exception:  # a broken version must not kill the watcher; keep serving the old one
+                log.exception("could not swap to the registry's live version")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def create_app(home: str | Path, *, api_key: str | None = None, protect_writes: bool = False) -> FastAPI:
+    """The HTTP API over the home's store and live model.
+
+    ``api_key`` (or the ``STREAMREC_API_KEY`` environment variable) unlocks the admin
+    endpoints, and with ``protect_writes`` also ``PUT /items`` and ``POST /events``.
+    """
+    home = Path(home)
+    key = api_key or os.environ.get(routes.API_KEY_ENV) or None
+    if protect_writes and not key:
+        raise ValueError(f"protect_writes needs an API key: pass api_key or set {routes.API_KEY_ENV}")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.event_schema = load_settings(home).event_schema()
+        runtime = Runtime.open(home)
+        watcher = LiveWatcher(runtime)
+        app.state.runtime = runtime
+        watcher.start()
+        try:
+            yield
+        finally:
+            watcher.stop()
+            runtime.close()
+
+    app = FastAPI(
+        title="streamrec",
+        summary="Real-time recommendations and personalised search from a continually learning model.",
+        lifespan=lifespan,
+    )
+    app.state.api_key = key
+    app.state.protect_writes = protect_writes
+    app.state.metrics = metrics = ServingMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(routes.public)
+    app.include_router(routes.writes)
+    app.include_router(routes.admin)
+    return app
+
+
+def serve(
+    home: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    protect_writes: bool = False,
+    log_level: str = "info",
+) -> None:
+    """Run the API with uvicorn in this process (one worker: the runtime holds the model in memory)."""
+    import uvicorn
+
+    uvicorn.run(
+        create_app(home, api_key=api_key, protect_writes=protect_writes),
+        host=host,
+        port=port,
+        log_level=log_level,
+    )
