@@ -209,6 +209,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    from streamrec.bench.serve import run_serve_benchmark
+
+    try:
+        result = run_serve_benchmark(
+            args.home,
+            duration=args.duration,
+            concurrency=args.concurrency,
+            out=args.out,
+            port=args.port,
+            event_batch=args.event_batch,
+            seed=args.seed,
+            freshness_probes=args.freshness_probes,
+            in_place=args.in_place,
+            command="streamrec " + " ".join(sys.argv[1:]),
+        )
+    except (ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    keys = ("recommend", "events", "freshness_ms_p50", "freshness_ms_p95", "client_cpu_note")
+    _print_json({key: result.get(key) for key in keys})
+    return 0
+
+
+def cmd_bench_retrieval(args: argparse.Namespace) -> int:
+    from streamrec.bench.retrieval import run_retrieval_benchmark
+
+    try:
+        run_retrieval_benchmark(
+            items=args.items,
+            dim=args.dim,
+            queries=args.queries,
+            k=args.k,
+            out=args.out,
+            seed=args.seed,
+            model_home=args.home,
+            expansions=tuple(int(e) for e in args.expansions.split(",")),
+            connectivity=args.connectivity,
+            eval_users=args.eval_users or None,
+            command="streamrec " + " ".join(sys.argv[1:]),
+        )
+    except (FileNotFoundError, LookupError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(args.out.with_suffix(".md").read_text())
+    return 0
+
+
 def cmd_bench_offline(args: argparse.Namespace) -> int:
     from streamrec.bench.offline import run_offline_benchmark
 
@@ -338,6 +386,39 @@ def build_parser() -> argparse.ArgumentParser:
     offline.add_argument("--models", default="sasrec-hybrid,sasrec-id,mostpop,recentpop,itemknn")
     offline.add_argument("--quiet", action="store_true")
     _model_options(offline)
+
+    serve_bench = benches.add_parser(
+        "serve", help="HTTP throughput, latency and freshness against a live server."
+    )
+    serve_bench.set_defaults(handler=cmd_bench_serve)
+    home_option(serve_bench)
+    serve_bench.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
+    serve_bench.add_argument("--concurrency", type=int, default=16)
+    serve_bench.add_argument("--event-batch", type=int, default=500)
+    serve_bench.add_argument("--freshness-probes", type=int, default=50)
+    serve_bench.add_argument("--port", type=int, help="default: a free loopback port")
+    serve_bench.add_argument("--seed", type=int, default=0)
+    serve_bench.add_argument(
+        "--in-place", action="store_true", help="run on HOME itself (its log gets the synthetic events)"
+    )
+    serve_bench.add_argument("--out", type=Path, default=Path("results/serve.json"))
+
+    retrieval = benches.add_parser(
+        "retrieval", help="ANN recall/latency vs exact, and int8 vs float32 scoring."
+    )
+    retrieval.set_defaults(handler=cmd_bench_retrieval)
+    retrieval.add_argument("--items", type=int, default=200_000)
+    retrieval.add_argument("--dim", type=int, default=64)
+    retrieval.add_argument("--queries", type=int, default=1000)
+    retrieval.add_argument("-k", type=int, default=10)
+    retrieval.add_argument("--seed", type=int, default=7)
+    retrieval.add_argument("--out", type=Path, default=Path("results/retrieval.json"))
+    retrieval.add_argument(
+        "--home", type=Path, help="a home with a live model: also compare int8 with float32"
+    )
+    retrieval.add_argument("--expansions", default="16,32,64,128,256", help="usearch expansion_search values")
+    retrieval.add_argument("--connectivity", type=int, default=16)
+    retrieval.add_argument("--eval-users", type=int, default=20_000, help="0: all users")
     return parser
 
 

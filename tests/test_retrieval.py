@@ -1,0 +1,184 @@
+"""Top-k retrieval (exact and HNSW), int8 dynamic quantisation, and the retrieval benchmark's output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamrec.bench.retrieval import clustered_vectors, recall_at_k, run_retrieval_benchmark
+from streamrec.data.synthetic import StreamConfig, generate
+from streamrec.events import EventSchema
+from streamrec.models.base import TrainingData, top_k
+from streamrec.models.quantize import QuantizedSASRec, quantize_dynamic_int8
+from streamrec.models.sasrec import SASRec, SASRecConfig
+from streamrec.serving.retrieval import ANNRetriever, ExactRetriever, make_retriever
+from streamrec.store import open_store
+from streamrec.training.fit import train_and_register
+
+N_ITEMS = 60
+TINY = dict(hidden=32, layers=1, max_len=20, dropout=0.0, lr=5e-3, batch_size=32, patience=50, device="cpu")
+
+
+def chain_data(users: int = 150, seed: int = 0) -> TrainingData:
+    """Each user walks a chain i → i+1 (mod N) from a random start, with a little noise."""
+    rng = np.random.default_rng(seed)
+    sequences = []
+    for _ in range(users):
+        item = int(rng.integers(N_ITEMS))
+        walk = []
+        for _ in range(int(rng.integers(8, 16))):
+            walk.append(item)
+            item = (item + 1) % N_ITEMS if rng.random() < 0.9 else int(rng.integers(N_ITEMS))
+        sequences.append(np.array(walk, dtype=np.int64))
+    return TrainingData(sequences, N_ITEMS)
+
+
+# ----- exact -----
+
+
+def test_exact_retriever_equals_brute_force_with_exclusions() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 16)).astype(np.float32)
+    queries = rng.normal(size=(20, 16)).astype(np.float32)
+    exclude = [rng.choice(500, size=int(rng.integers(0, 30)), replace=False) for _ in range(20)]
+    ids, scores = ExactRetriever().build(vectors).search(queries, 10, exclude=exclude)
+    assert ids.shape == scores.shape == (20, 10) and ids.dtype == np.int64 and scores.dtype == np.float32
+    for row in range(20):
+        want_ids, want_scores = top_k(vectors @ queries[row], 10, exclude=exclude[row])
+        np.testing.assert_array_equal(ids[row], want_ids)
+        np.testing.assert_allclose(scores[row], want_scores, rtol=1e-5)
+
+
+def test_exact_retriever_pads_when_too_few_items_qualify() -> None:
+    vectors = np.eye(4, dtype=np.float32)
+    ids, scores = ExactRetriever().build(vectors).search(np.ones((1, 4)), 6, exclude=[np.array([0, 1])])
+    assert sorted(ids[0, :2]) == [2, 3]
+    assert (ids[0, 2:] == -1).all() and np.isneginf(scores[0, 2:]).all()
+
+
+def test_exact_retriever_add_replace_and_copy() -> None:
+    rng = np.random.default_rng(1)
+    retriever = ExactRetriever().build(rng.normal(size=(10, 8)).astype(np.float32))
+    snapshot = retriever.copy()
+    new = rng.normal(size=(3, 8)).astype(np.float32)
+    np.testing.assert_array_equal(retriever.add(new), [10, 11, 12])
+    assert len(retriever) == 13 and len(snapshot) == 10
+    ids, _ = retriever.search(new[1] * 100, 1)
+    assert ids[0, 0] == 11
+    retriever.replace(np.array([2]), new[1:2] * 200)
+    assert retriever.search(new[1], 1)[0][0, 0] == 2
+    assert snapshot.search(new[1] * 100, 1)[0][0, 0] < 10
+
+
+# ----- approximate -----
+
+
+def test_ann_recall_on_clustered_vectors_and_exclusions() -> None:
+    vectors, queries = clustered_vectors(5000, 32, 200, seed=3)
+    truth, _ = ExactRetriever().build(vectors).search(queries, 10)
+    ann = ANNRetriever(expansion_search=64).build(vectors)
+    found, scores = ann.search(queries, 10)
+    assert recall_at_k(found, truth) >= 0.9
+    np.testing.assert_allclose(scores[:, 0], np.einsum("ij,ij->i", vectors[found[:, 0]], queries), atol=1e-4)
+    assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+    exclude = [t[:3] for t in truth]
+    filtered, _ = ann.search(queries, 10, exclude=exclude)
+    assert not any(np.isin(f, e).any() for f, e in zip(filtered, exclude, strict=True))
+    assert (filtered >= 0).all()
+
+
+def test_ann_add_replace_copy_and_single_query() -> None:
+    vectors, _ = clustered_vectors(1000, 16, 1, seed=4)
+    ann = ANNRetriever().build(vectors)
+    snapshot = ann.copy()
+    new = np.random.default_rng(5).normal(size=(5, 16)).astype(np.float32) * 10
+    np.testing.assert_array_equal(ann.add(new), np.arange(1000, 1005))
+    assert len(ann) == 1005 and len(snapshot) == 1000
+    ids, _ = ann.search(new[2:3], 1)
+    assert ids.shape == (1, 1) and ids[0, 0] == 1002
+    assert snapshot.search(new[2:3], 1)[0][0, 0] < 1000
+    ann.replace(np.array([7]), new[3:4] * 2)
+    assert ann.search(new[3], 1)[0][0, 0] == 7
+    assert ann.describe()["items"] == 1005
+
+
+def test_make_retriever_switches_at_the_threshold() -> None:
+    assert isinstance(make_retriever(99_999), ExactRetriever)
+    ann = make_retriever(100_000, expansion_search=32)
+    assert isinstance(ann, ANNRetriever) and ann.expansion_search == 32
+    assert isinstance(make_retriever(50, ann_threshold=10), ANNRetriever)
+
+
+# ----- int8 -----
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> SASRec:
+    return SASRec(SASRecConfig(item_tower="id", epochs=2, **TINY)).fit(chain_data(), progress=False)
+
+
+def test_int8_scores_agree_with_float32(tiny_model: SASRec) -> None:
+    histories = chain_data(60, seed=9).sequences
+    before = tiny_model.score(histories)
+    int8 = quantize_dynamic_int8(tiny_model)
+    assert isinstance(int8, QuantizedSASRec)
+    assert "encoder.layers.0.linear1" in int8.quantized_layers
+    assert not any("self_attn" in name for name in int8.quantized_layers)
+    quantised = int8.score(histories)
+    assert quantised.shape == before.shape and quantised.dtype == np.float32
+    overlap = [
+        len(np.intersect1d(np.argsort(-a)[:10], np.argsort(-b)[:10])) / 10
+        for a, b in zip(before, quantised, strict=True)
+    ]
+    assert np.mean(overlap) >= 0.7
+    np.testing.assert_array_equal(tiny_model.score(histories), before)  # the original is untouched
+    with pytest.raises(RuntimeError, match="not saved"):
+        int8.save(Path("unused"))
+
+
+def test_int8_with_even_heads_and_text_tower() -> None:
+    """Two heads would take the fused encoder path, which cannot read quantised weights."""
+    text = np.random.default_rng(2).normal(size=(N_ITEMS, 16)).astype(np.float32)
+    config = SASRecConfig(item_tower="hybrid", epochs=1, **{**TINY, "hidden": 16, "heads": 2})
+    model = SASRec(config, text).fit(chain_data(40), progress=False)
+    int8 = quantize_dynamic_int8(model)
+    assert "text_projection" in int8.quantized_layers
+    histories = chain_data(5, seed=3).sequences
+    assert int8.score(histories).shape == (5, N_ITEMS)
+    kept = quantize_dynamic_int8(model, text_projection=False)
+    assert "text_projection" not in kept.quantized_layers
+
+
+def test_quantising_an_unfitted_model_fails_clearly() -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        quantize_dynamic_int8(SASRec(SASRecConfig(**TINY)))
+
+
+# ----- benchmark -----
+
+
+def test_retrieval_benchmark_smoke(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    stream = generate(StreamConfig(users=40, items=50, events=800, seed=5))
+    schema = EventSchema()
+    with open_store(home) as store:
+        store.log.append([schema.validate(event) for event in stream.events()])
+        config = SASRecConfig(item_tower="id", hidden=16, layers=1, max_len=20, epochs=1, device="cpu")
+        train_and_register(store, home, config, text_model="unused", progress=False)
+    out = tmp_path / "retrieval.json"
+    result = run_retrieval_benchmark(
+        items=2000, dim=16, queries=20, k=5, out=out, seed=0, model_home=home, expansions=(16, 64)
+    )
+    written = json.loads(out.read_text())
+    assert set(written) >= {"ann", "quantization"} and written == json.loads(json.dumps(result))
+    settings = written["ann"]["hnsw"]["settings"]
+    assert [s["expansion_search"] for s in settings] == [16, 64]
+    assert all(0 <= s["recall@5"] <= 1 for s in settings)
+    quantization = written["quantization"]
+    assert {"fp32", "int8", "ndcg@10_change", "top10_overlap"} <= set(quantization)
+    assert quantization["fp32"]["score_latency"]["p50_ms"] > 0
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "fp32 vs int8" in out.with_suffix(".md").read_text()
