@@ -8,33 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chains import N_ITEMS, TINY, chain_data
 from streamrec.bench.retrieval import clustered_vectors, recall_at_k, run_retrieval_benchmark
 from streamrec.data.synthetic import StreamConfig, generate
 from streamrec.events import EventSchema
-from streamrec.models.base import TrainingData, top_k
+from streamrec.models.base import top_k
 from streamrec.models.quantize import QuantizedSASRec, quantize_dynamic_int8
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.serving.retrieval import ANNRetriever, ExactRetriever, make_retriever
 from streamrec.store import open_store
 from streamrec.training.fit import train_and_register
-
-N_ITEMS = 60
-TINY = dict(hidden=32, layers=1, max_len=20, dropout=0.0, lr=5e-3, batch_size=32, patience=50, device="cpu")
-
-
-def chain_data(users: int = 150, seed: int = 0) -> TrainingData:
-    """Each user walks a chain i → i+1 (mod N) from a random start, with a little noise."""
-    rng = np.random.default_rng(seed)
-    sequences = []
-    for _ in range(users):
-        item = int(rng.integers(N_ITEMS))
-        walk = []
-        for _ in range(int(rng.integers(8, 16))):
-            walk.append(item)
-            item = (item + 1) % N_ITEMS if rng.random() < 0.9 else int(rng.integers(N_ITEMS))
-        sequences.append(np.array(walk, dtype=np.int64))
-    return TrainingData(sequences, N_ITEMS)
-
 
 # ----- exact -----
 
@@ -117,7 +100,9 @@ def test_make_retriever_switches_at_the_threshold() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model() -> SASRec:
-    return SASRec(SASRecConfig(item_tower="id", epochs=2, **TINY)).fit(chain_data(), progress=False)
+    return SASRec(SASRecConfig(item_tower="id", epochs=2, **TINY, device="cpu")).fit(
+        chain_data(), progress=False
+    )
 
 
 def test_int8_scores_agree_with_float32(tiny_model: SASRec) -> None:
@@ -142,7 +127,9 @@ def test_int8_scores_agree_with_float32(tiny_model: SASRec) -> None:
 def test_int8_with_even_heads_and_text_tower() -> None:
     """Two heads would take the fused encoder path, which cannot read quantised weights."""
     text = np.random.default_rng(2).normal(size=(N_ITEMS, 16)).astype(np.float32)
-    config = SASRecConfig(item_tower="hybrid", epochs=1, **{**TINY, "hidden": 16, "heads": 2})
+    config = SASRecConfig(
+        item_tower="hybrid", epochs=1, **{**TINY, "device": "cpu", "hidden": 16, "heads": 2}
+    )
     model = SASRec(config, text).fit(chain_data(40), progress=False)
     int8 = quantize_dynamic_int8(model)
     assert "text_projection" in int8.quantized_layers
@@ -154,7 +141,7 @@ def test_int8_with_even_heads_and_text_tower() -> None:
 
 def test_quantising_an_unfitted_model_fails_clearly() -> None:
     with pytest.raises(RuntimeError, match="not fitted"):
-        quantize_dynamic_int8(SASRec(SASRecConfig(**TINY)))
+        quantize_dynamic_int8(SASRec(SASRecConfig(**TINY, device="cpu")))
 
 
 # ----- benchmark -----

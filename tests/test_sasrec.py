@@ -6,27 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from chains import N_ITEMS, TINY, chain_data
 from streamrec.evaluation.offline import evaluate, leave_one_out
-from streamrec.models.base import TrainingData, top_k
+from streamrec.models.base import top_k
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.training.loop import TrainingBatches, sequence_loss
-
-N_ITEMS = 60
-TINY = dict(hidden=32, layers=1, heads=1, max_len=20, dropout=0.0, lr=5e-3, batch_size=32, patience=50)
-
-
-def chain_data(users: int = 150, seed: int = 0) -> TrainingData:
-    """Each user walks a chain i → i+1 (mod N) from a random start, with a little noise."""
-    rng = np.random.default_rng(seed)
-    sequences = []
-    for _ in range(users):
-        item = int(rng.integers(N_ITEMS))
-        walk = []
-        for _ in range(int(rng.integers(8, 16))):
-            walk.append(item)
-            item = (item + 1) % N_ITEMS if rng.random() < 0.9 else int(rng.integers(N_ITEMS))
-        sequences.append(np.array(walk, dtype=np.int64))
-    return TrainingData(sequences, N_ITEMS)
 
 
 def test_learns_sequential_structure_far_above_popularity() -> None:

@@ -44,7 +44,7 @@ class SASRecConfig:
     id_dropout: float = 0.0  # chance per step to hide an item's ID row (hybrid): trains text to stand alone
     # optimisation
     lr: float = 1e-3
-    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decays to 0 over `epochs`
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: to 0 by `epochs` or `max_minutes`
     weight_decay: float = 0.0
     batch_size: int = 128
     epochs: int = 100
@@ -142,11 +142,18 @@ class SASRecNet(nn.Module):
 
         Right padding plus a causal mask means a real position only ever
         attends to real, earlier positions; padded positions are never read.
+        Position ids are counted as if the row were left-aligned to ``max_len``
+        (as in SASRec), so a user's newest item always has the last position
+        id at prediction time, whatever the length of their history.
         """
         length = items.shape[1]
-        positions = torch.arange(length, device=items.device)
+        real = items > 0
+        shift = self.config.max_len - real.sum(dim=1, keepdim=True)  # [B, 1]
+        positions = (torch.arange(length, device=items.device)[None, :] + shift).clamp(
+            0, self.config.max_len - 1
+        )
         x = table[items] * math.sqrt(self.config.hidden) + self.position_embedding(positions)
-        x = self.input_dropout(x) * (items > 0).unsqueeze(-1)
+        x = self.input_dropout(x) * real.unsqueeze(-1)
         mask = self.causal_mask[:length, :length]
         return self.encoder(x, mask=mask, is_causal=True)
 

@@ -38,6 +38,7 @@ from streamrec.items import Item
 from streamrec.models.base import top_k
 from streamrec.models.sasrec import SASRec, SASRecNet, right_pad
 from streamrec.registry import VERSION_FILE, Registry, VersionInfo
+from streamrec.serving.retrieval import Retriever, make_retriever
 from streamrec.store import Store, open_store
 from streamrec.text import DEFAULT_TEXT_MODEL, TextEncoder
 from streamrec.training.fit import MODELS_DIR, text_encoder_for
@@ -77,6 +78,7 @@ class LoadedVersion:
     index: dict[str, int]
     table: torch.Tensor | None = None  # [len(items) + 1, hidden]; row 0 is padding
     search: SearchIndex | None = None
+    retriever: Retriever | None = None  # top-k over table rows: exact below ANN_THRESHOLD items, else ANN
     text_model: str = DEFAULT_TEXT_MODEL
     info: VersionInfo | None = None
     loaded_at: float = field(default_factory=time.time)
@@ -165,6 +167,7 @@ class Runtime:
             {item: code for code, item in enumerate(items)},
             table,
             search,
+            make_retriever(len(items)).build(table[1:].float().cpu().numpy()),
             text_model,
             info,
         )
@@ -215,7 +218,15 @@ class Runtime:
         else:
             table = table.clone()
         table[torch.tensor(codes, device=table.device) + 1] = rows
-        return dataclasses.replace(loaded, items=items, index=index, table=table)
+        retriever = None if loaded.retriever is None else loaded.retriever.copy()
+        if retriever is not None:
+            known = np.array([c for c in codes if c < len(retriever)], dtype=np.int64)
+            if len(known):
+                retriever.replace(
+                    known, table[torch.from_numpy(known).to(table.device) + 1].float().cpu().numpy()
+                )
+            retriever.add(table[len(retriever) + 1 :].float().cpu().numpy())
+        return dataclasses.replace(loaded, items=items, index=index, table=table, retriever=retriever)
 
     def swap_to(self, version: str) -> LoadedVersion:
         """Serve ``version``: it is loaded fully first, then replaces the current one in one assignment."""
@@ -335,20 +346,32 @@ class Runtime:
 
     @staticmethod
     @torch.no_grad()
-    def _scores(loaded: LoadedVersion, history: np.ndarray) -> np.ndarray:
-        """Scores of every item in ``loaded.items`` (trained and added) after ``history`` (codes)."""
+    def _state(loaded: LoadedVersion, history: np.ndarray) -> torch.Tensor:
+        """The model's hidden state ``[1, hidden]`` after ``history`` (item codes)."""
         net, table = loaded.model.net, loaded.table
         assert net is not None and table is not None
         items, lengths = right_pad([history], loaded.model.config.max_len)
         device = table.device
-        states = net.last_hidden(
+        return net.last_hidden(
             torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device), table
         )
-        return (states @ table[1:].T)[0].float().cpu().numpy()
+
+    @classmethod
+    def _scores(cls, loaded: LoadedVersion, history: np.ndarray) -> np.ndarray:
+        """Scores of every item in ``loaded.items`` (trained and added) after ``history`` (codes)."""
+        assert loaded.table is not None
+        with torch.no_grad():
+            return (cls._state(loaded, history) @ loaded.table[1:].T)[0].float().cpu().numpy()
 
     def _rank(
         self, loaded: LoadedVersion, history: np.ndarray, k: int, *, exclude_seen: bool, category: str | None
     ) -> list[tuple[str, float]]:
+        if category is None and loaded.retriever is not None:
+            state = self._state(loaded, history).float().cpu().numpy()
+            banned = [np.unique(history)] if exclude_seen and len(history) else None
+            codes, values = loaded.retriever.search(state, k, exclude=banned)
+            keep = codes[0] >= 0
+            return [(loaded.items[c], float(v)) for c, v in zip(codes[0][keep], values[0][keep], strict=True)]
         scores = self._scores(loaded, history)
         if exclude_seen and len(history):
             scores[history] = -np.inf

@@ -167,14 +167,19 @@ def train_network(
     started = time.perf_counter()
     total_epochs = config.epochs if epochs is None else epochs
     steps_per_epoch = math.ceil(len(batches.lengths) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: (
-            1.0
-            if config.lr_schedule == "constant"
-            else 0.5 * (1 + math.cos(math.pi * min(step / max(total_epochs * steps_per_epoch, 1), 1.0)))
-        ),
-    )
+    total_steps = max(total_epochs * steps_per_epoch, 1)
+    budget = None if config.max_minutes is None else config.max_minutes * 60
+
+    def learning_rate_factor(step: int) -> float:
+        """Cosine decay to 0 by the last epoch, or by the time budget if that comes first."""
+        if config.lr_schedule == "constant":
+            return 1.0
+        progress = step / total_steps
+        if budget is not None:
+            progress = max(progress, (time.perf_counter() - started) / budget)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
     bar = tqdm(range(total_epochs), desc="train", disable=not progress, unit="epoch")
     for epoch in bar:
         net.train()
