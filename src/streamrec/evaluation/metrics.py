@@ -4,7 +4,8 @@ The rank of a target is the number of items scored strictly above it, so
 ties are resolved in the target's favour the same way for every model.
 
 >>> acc = RankingAccumulator(n_items=4, ks=(1, 2))
->>> acc.add(np.array([[0.1, 0.9, 0.5, 0.2]]), np.array([2]))
+>>> acc.add(np.array([[0.1, 0.9, 0.5, 0.2]]), np.array([2]))  # returns the target ranks
+array([1])
 >>> round(acc.result()["ndcg@2"], 4), acc.result()["hr@1"]
 (0.6309, 0.0)
 """
