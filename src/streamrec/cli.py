@@ -205,7 +205,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (FileNotFoundError, LookupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    serve(args.home, host=args.host, port=args.port, api_key=args.api_key, protect_writes=args.protect_writes)
+    serve(
+        args.home,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        protect_writes=args.protect_writes,
+        access_log=args.access_log,
+        torch_threads=args.torch_threads,
+    )
     return 0
 
 
@@ -363,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--port", type=int, default=8000)
     srv.add_argument("--api-key", help="admin key (prefer the STREAMREC_API_KEY environment variable)")
     srv.add_argument("--protect-writes", action="store_true", help="also require the key for writes")
+    srv.add_argument(
+        "--access-log", action="store_true", help="log every request (off: /metrics counts them)"
+    )
+    srv.add_argument("--torch-threads", type=int, default=1, help="intra-op threads per forward pass")
 
     bench = command("bench", lambda a: 2, "Benchmarks that write JSON results and plots.")
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")

@@ -63,6 +63,7 @@ class SearchIndex:
     rows: dict[str, int]
     matrix: np.ndarray  # float32 [n_catalogue, text_dim]; [0, 0] while the catalogue is empty
     categories: dict[str, str]
+    titles: dict[str, str]  # answers carry titles without a catalogue query per item
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -188,6 +189,7 @@ class Runtime:
             {item: row for row, item in enumerate(ids)},
             matrix,
             {item.item_id: item.category for item in catalogue},
+            {item.item_id: item.title for item in catalogue},
         )
 
     def _with_text_rows(self, loaded: LoadedVersion, item_ids: Sequence[str]) -> LoadedVersion:
@@ -319,7 +321,8 @@ class Runtime:
                 ids.append(item)
             matrix[[rows[item] for item in latest]] = vectors
             categories = {**search.categories, **{i.item_id: i.category for i in latest.values()}}
-            search = SearchIndex(search.text_model, ids, rows, matrix, categories)
+            titles = {**search.titles, **{i.item_id: i.title for i in latest.values()}}
+            search = SearchIndex(search.text_model, ids, rows, matrix, categories, titles)
             updated = self._with_text_rows(dataclasses.replace(loaded, search=search), list(latest))
             self.loaded = updated
             return {item: item in updated.index for item in latest}
@@ -493,8 +496,13 @@ class Runtime:
         }
 
     def _describe(self, item_id: str, score: float) -> dict[str, Any]:
-        item = self.store.catalog.get(item_id)
-        return {"item_id": item_id, "score": round(score, 5), "title": item.title if item else ""}
+        search = self.loaded.search
+        if search is not None and item_id in search.titles:
+            title = search.titles[item_id]
+        else:
+            item = self.store.catalog.get(item_id)
+            title = item.title if item else ""
+        return {"item_id": item_id, "score": round(score, 5), "title": title}
 
     def close(self) -> None:
         self.store.close()

@@ -64,6 +64,9 @@ class SQLiteDatabase:
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
         self._lock = threading.RLock()
         self._depth = 0
+        self._writer_thread: int | None = None  # the thread inside transaction(), if any
+        self._readers = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute("PRAGMA busy_timeout=30000")
@@ -78,21 +81,41 @@ class SQLiteDatabase:
             outermost = self._depth == 0
             if outermost:
                 self._conn.execute("BEGIN IMMEDIATE")
+                self._writer_thread = threading.get_ident()
             self._depth += 1
             try:
                 yield self._conn
             except BaseException:
                 self._depth -= 1
                 if outermost:
+                    self._writer_thread = None
                     self._conn.execute("ROLLBACK")
                 raise
             self._depth -= 1
             if outermost:
+                self._writer_thread = None
                 self._conn.execute("COMMIT")
 
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection: WAL lets readers run beside each other and the writer."""
+        connection = getattr(self._readers, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            connection.execute("PRAGMA query_only=1")
+            connection.execute("PRAGMA busy_timeout=30000")
+            self._readers.connection = connection
+            with self._lock:
+                self._reader_connections.append(connection)
+        return connection
+
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+        """Run a read; inside this thread's open transaction it sees that transaction's writes."""
+        if self._writer_thread == threading.get_ident():
+            with self._lock:
+                return self._conn.execute(sql, params).fetchall()
+        return self._reader().execute(sql, params).fetchall()
 
     def add_to_counter(self, conn: sqlite3.Connection, key: str, amount: int) -> None:
         conn.execute(
@@ -107,6 +130,9 @@ class SQLiteDatabase:
 
     def close(self) -> None:
         with self._lock:
+            for connection in self._reader_connections:
+                connection.close()
+            self._reader_connections.clear()
             self._conn.close()
 
 
