@@ -190,7 +190,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        print(f"user {args.user_id} ({result['source']}, model {result['model_version']}):")
+        print(f"user {args.user_id} — from {result['source']}, model version {result['model_version']}:")
         for rank, entry in enumerate(result["items"], start=1):
             print(f"{rank:>3}. {entry['item_id']:<12} {entry['score']:>8.3f}  {entry['title']}")
     return 0
