@@ -18,6 +18,7 @@ from streamrec.data import (
     open_named_dataset,
 )
 from streamrec.data.base import Dataset
+from streamrec.data.movielens import ML100K_GENRES
 from streamrec.events import EventSchema
 from streamrec.ingest import ingest_dataset
 from streamrec.store import open_store
@@ -221,31 +222,10 @@ class TestDirectory:
 def make_ml100k(folder: Path) -> Path:
     folder.mkdir()
     (folder / "u.data").write_text("196\t242\t3\t881250949\n186\t302\t3\t891717742\n22\t377\t1\t878887116\n")
-    genres = [
-        "unknown",
-        "Action",
-        "Adventure",
-        "Animation",
-        "Children's",
-        "Comedy",
-        "Crime",
-        "Documentary",
-        "Drama",
-        "Fantasy",
-        "Film-Noir",
-        "Horror",
-        "Musical",
-        "Mystery",
-        "Romance",
-        "Sci-Fi",
-        "Thriller",
-        "War",
-        "Western",
-    ]
-    (folder / "u.genre").write_text("".join(f"{g}|{i}\n" for i, g in enumerate(genres)) + "\n")
-    flags_toy = "|".join("1" if g in ("Animation", "Children's", "Comedy") else "0" for g in genres)
-    flags_mis = "|".join("1" if g == "Drama" else "0" for g in genres)
-    flags_none = "|".join("0" for _ in genres)
+    (folder / "u.genre").write_text("".join(f"{g}|{i}\n" for i, g in enumerate(ML100K_GENRES)) + "\n")
+    flags_toy = "|".join("1" if g in ("Animation", "Children's", "Comedy") else "0" for g in ML100K_GENRES)
+    flags_mis = "|".join("1" if g == "Drama" else "0" for g in ML100K_GENRES)
+    flags_none = "|".join("0" for _ in ML100K_GENRES)
     (folder / "u.item").write_bytes(
         f"1|Toy Story (1995)|01-Jan-1995||http://x|{flags_toy}\n".encode("iso-8859-1")
         + f"2|Misérables, Les|01-Jan-1996||http://y|{flags_mis}\n".encode("iso-8859-1")

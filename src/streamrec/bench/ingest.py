@@ -29,10 +29,6 @@ from streamrec.store import open_store
 BATCH = 20_000
 
 
-def _fresh_store(root: Path, name: str):
-    return open_store(root / name)
-
-
 def run_ingest_benchmark(*, events: int, repeats: int, out: Path, seed: int = 7) -> dict:
     config = StreamConfig(
         users=max(100, events // 100), items=max(200, events // 250), events=events, seed=seed
@@ -48,7 +44,7 @@ def run_ingest_benchmark(*, events: int, repeats: int, out: Path, seed: int = 7)
         records = [record for _, record in dataset.events()]
         validated = [schema.validate(r) for r in records]
         for run in range(repeats):
-            with _fresh_store(root, f"append-{run}") as store:
+            with open_store(root / f"append-{run}") as store:
                 started = time.perf_counter()
                 for start in range(0, len(validated), BATCH):
                     store.log.append(validated[start : start + BATCH])
@@ -61,12 +57,12 @@ def run_ingest_benchmark(*, events: int, repeats: int, out: Path, seed: int = 7)
                 for user in users:
                     store.log.recent_items(user, 50)
                 recent_ms.append((time.perf_counter() - started) / len(users) * 1000)
-            with _fresh_store(root, f"validate-{run}") as store:
+            with open_store(root / f"validate-{run}") as store:
                 started = time.perf_counter()
                 for start in range(0, len(records), BATCH):
                     store.log.append([schema.validate(r) for r in records[start : start + BATCH]])
                 timings["validate_append"].append(time.perf_counter() - started)
-            with _fresh_store(root, f"file-{run}") as store:
+            with open_store(root / f"file-{run}") as store:
                 started = time.perf_counter()
                 ingest_dataset(dataset, store, schema, on_error="skip", batch_size=BATCH, progress=False)
                 timings["file_ingest"].append(time.perf_counter() - started)

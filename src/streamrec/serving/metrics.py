@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -45,7 +46,7 @@ def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str
     return "{" + ",".join(pairs) + "}" if pairs else ""
 
 
-class _Metric:
+class _Metric(ABC):
     kind = ""
 
     def __init__(self, name: str, help_text: str, labelnames: Sequence[str], lock: threading.Lock) -> None:
@@ -59,8 +60,9 @@ class _Metric:
             raise ValueError(f"{self.name} takes labels {self.labelnames}, got {tuple(labels)}")
         return tuple(str(labels[name]) for name in self.labelnames)
 
+    @abstractmethod
     def samples(self) -> list[str]:
-        raise NotImplementedError
+        """The metric's sample lines in Prometheus text format."""
 
     def render(self) -> str:
         header = f"# HELP {self.name} {self.help}\n# TYPE {self.name} {self.kind}\n"
