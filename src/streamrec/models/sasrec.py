@@ -142,16 +142,10 @@ class SASRecNet(nn.Module):
 
         Right padding plus a causal mask means a real position only ever
         attends to real, earlier positions; padded positions are never read.
-        Position ids are counted as if the row were left-aligned to ``max_len``
-        (as in SASRec), so a user's newest item always has the last position
-        id at prediction time, whatever the length of their history.
         """
         length = items.shape[1]
         real = items > 0
-        shift = self.config.max_len - real.sum(dim=1, keepdim=True)  # [B, 1]
-        positions = (torch.arange(length, device=items.device)[None, :] + shift).clamp(
-            0, self.config.max_len - 1
-        )
+        positions = torch.arange(length, device=items.device)
         x = table[items] * math.sqrt(self.config.hidden) + self.position_embedding(positions)
         x = self.input_dropout(x) * real.unsqueeze(-1)
         mask = self.causal_mask[:length, :length]
