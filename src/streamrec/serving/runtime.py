@@ -404,13 +404,7 @@ class Runtime:
     ) -> dict[str, Any]:
         loaded = self.loaded
         recent = self.store.log.recent_items(user_id, loaded.model.config.max_len)
-        ranked, source = self._answer(loaded, recent, k, exclude_seen=exclude_seen, category=category)
-        return {
-            "user_id": user_id,
-            "model_version": loaded.version,
-            "source": source,
-            "items": [self._describe(item, score) for item, score in ranked],
-        }
+        return self._recommendations(loaded, user_id, recent, k, exclude_seen=exclude_seen, category=category)
 
     def recommend_session(
         self, items: Sequence[str], k: int = 10, *, exclude_seen: bool = True, category: str | None = None
@@ -418,9 +412,21 @@ class Runtime:
         """Recommendations for an anonymous session's items (oldest first); unknown ids are ignored."""
         loaded = self.loaded
         recent = list(items)[-loaded.model.config.max_len :]
+        return self._recommendations(loaded, None, recent, k, exclude_seen=exclude_seen, category=category)
+
+    def _recommendations(
+        self,
+        loaded: LoadedVersion,
+        user_id: str | None,
+        recent: list[str],
+        k: int,
+        *,
+        exclude_seen: bool,
+        category: str | None,
+    ) -> dict[str, Any]:
         ranked, source = self._answer(loaded, recent, k, exclude_seen=exclude_seen, category=category)
         return {
-            "user_id": None,
+            "user_id": user_id,
             "model_version": loaded.version,
             "source": source,
             "items": [self._describe(item, score) for item, score in ranked],
