@@ -150,6 +150,36 @@ def _model_options(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--text-model", default="all-MiniLM-L6-v2", help="sentence-transformers name or path")
 
 
+def _update_options(sub: argparse.ArgumentParser, *, full_epochs: int | None) -> None:
+    group = sub.add_argument_group("incremental update")
+    group.add_argument("--update-epochs", type=int, default=3, help="passes over the new events (default 3)")
+    group.add_argument("--update-lr", type=float, default=1e-3)
+    group.add_argument("--replay-users", type=int, default=1000, help="past sequences replayed per update")
+    group.add_argument("--distill-weight", type=float, default=0.5, help="λ of the distillation term")
+    group.add_argument("--distill-temperature", type=float, default=1.0)
+    group.add_argument("--lora-rank", type=int, default=8)
+    group.add_argument(
+        "--full-epochs", type=int, default=full_epochs, help="epochs of a full refit (default: --epochs)"
+    )
+
+
+def _update_config(args: argparse.Namespace, strategy: str = "replay-distill"):
+    from streamrec.training.update import UpdateConfig
+
+    return UpdateConfig(
+        strategy=strategy,
+        epochs=args.update_epochs,
+        lr=args.update_lr,
+        replay_users=args.replay_users,
+        distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature,
+        lora_rank=args.lora_rank,
+        lora_alpha=2 * args.lora_rank,
+        full_epochs=args.full_epochs,
+        seed=args.seed,
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from streamrec.store import open_store
     from streamrec.training.fit import train_and_register
@@ -238,6 +268,31 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         return 2
     keys = ("recommend", "events", "freshness_ms_p50", "freshness_ms_p95", "client_cpu_note")
     _print_json({key: result.get(key) for key in keys})
+    return 0
+
+
+def cmd_bench_stream(args: argparse.Namespace) -> int:
+    from streamrec.bench.stream import run_stream_benchmark
+
+    try:
+        result = run_stream_benchmark(
+            dataset=args.dataset,
+            data=args.data,
+            out=args.out,
+            periods=args.periods,
+            strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+            config=_sasrec_config(args),
+            update_config=_update_config(args),
+            eval_limit=args.eval_limit or None,
+            text_model=args.text_model,
+            progress=not args.quiet,
+            command="streamrec " + " ".join(sys.argv[1:]),
+        )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    keys = ("ndcg@10_mean", "hr@10_mean", "cold_hr@10_mean", "update_seconds_median", "forgetting")
+    _print_json({name: {k: v.get(k) for k in keys} for name, v in result["strategies"].items()})
     return 0
 
 
@@ -414,6 +469,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--in-place", action="store_true", help="run on HOME itself (its log gets the synthetic events)"
     )
     serve_bench.add_argument("--out", type=Path, default=Path("results/serve.json"))
+
+    stream = benches.add_parser(
+        "stream", help="Prequential (test-then-train) benchmark of the update strategies."
+    )
+    stream.set_defaults(handler=cmd_bench_stream)
+    stream.add_argument(
+        "--dataset", required=True, help="ml-1m-ts, ml-100k, or any name for a simulate --data"
+    )
+    stream.add_argument("--data", type=Path, required=True, help="the dataset folder (or a simulate folder)")
+    stream.add_argument("--periods", type=int, default=10)
+    stream.add_argument(
+        "--strategies",
+        default="static,full,finetune,replay,replay-distill,adapter",
+        help="comma-separated; NAME:id / NAME:text picks another item tower (e.g. replay:id)",
+    )
+    stream.add_argument(
+        "--eval-limit", type=int, default=3000, help="events scored per period, a uniform sample (0: all)"
+    )
+    stream.add_argument("--out", type=Path, required=True, help="result JSON (a .png beside it)")
+    stream.add_argument("--quiet", action="store_true")
+    _model_options(stream)
+    stream.add_argument("--item-tower", choices=["id", "text", "hybrid"], default="hybrid")
+    _update_options(stream, full_epochs=None)
 
     retrieval = benches.add_parser(
         "retrieval", help="ANN recall/latency vs exact, and int8 vs float32 scoring."

@@ -20,6 +20,8 @@ class TrainingData:
 
     ``timestamps`` and ``event_types`` are aligned with ``sequences`` when known
     (``None`` for order-only datasets); ``type_names`` decodes event types.
+    ``learn`` (incremental updates) marks the events whose prediction is
+    trained on; the others are read as context only. ``None`` learns them all.
     """
 
     sequences: list[np.ndarray]
@@ -28,6 +30,7 @@ class TrainingData:
     event_types: list[np.ndarray] | None = None
     values: list[np.ndarray] | None = None
     type_names: list[str] = field(default_factory=list)
+    learn: list[np.ndarray] | None = None
 
     def without_last(self, drops: Sequence[int]) -> TrainingData:
         """The same data minus the last ``drops[u]`` events of each user ``u`` (held out)."""
@@ -44,6 +47,7 @@ class TrainingData:
             cut(self.event_types),
             cut(self.values),
             self.type_names,
+            cut(self.learn),
         )
 
 

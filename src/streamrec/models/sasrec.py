@@ -235,7 +235,46 @@ class SASRec(Recommender):
         states = self.net.last_hidden(
             torch.from_numpy(items).to(self.device), torch.from_numpy(lengths).to(self.device), table
         )
-        return (states @ table[1:].T).float().cpu().numpy()
+        scores = (states @ table[1:].T).float()
+        if self.net.text_projection is None:  # an ID-only model cannot rank items it never trained on
+            scores[:, self.net.id_trained[1:] == 0] = -torch.inf
+        return scores.cpu().numpy()
+
+    def grow(self, n_items: int, text_embeddings: np.ndarray | None = None) -> SASRec:
+        """A copy over ``n_items`` items: every existing weight bit-identical, new items appended.
+
+        A new item's ID row starts at zero (hybrid tower: its embedding is then
+        its text's projection, so it is recommendable at once) or small random
+        (ID tower), and stays masked (``id_trained`` 0) until an update trains
+        it. ``text_embeddings`` covers all ``n_items``; known items keep the
+        text rows this model was trained with.
+        """
+        if self.net is None:
+            raise RuntimeError("SASRec is not fitted: nothing to grow")
+        known = self.n_items
+        if n_items < known:
+            raise ValueError(f"cannot shrink the item table from {known} to {n_items} items")
+        text = None
+        if self.config.item_tower != "id":
+            if text_embeddings is None or len(text_embeddings) < n_items:
+                got = None if text_embeddings is None else len(text_embeddings)
+                raise ValueError(f"text_embeddings must cover all {n_items} items, got {got}")
+            old_text = self.net.text_embeddings[1:].cpu().numpy()
+            text = np.concatenate([old_text, np.asarray(text_embeddings[known:n_items], dtype=np.float32)])
+        grown = SASRec(self.config, text)
+        grown.net = grown.build(n_items, self.type_names)
+        state = grown.net.state_dict()
+        for name, tensor in self.net.state_dict().items():
+            if state[name].shape == tensor.shape:
+                state[name] = tensor.clone()
+                continue
+            rows = state[name].clone()  # an item-indexed table: known rows, then the new ones
+            rows[: known + 1] = tensor
+            if name == "id_trained" or (name == "id_embedding.weight" and text is not None):
+                rows[known + 1 :] = 0
+            state[name] = rows
+        grown.net.load_state_dict(state)
+        return grown
 
     def save(self, folder: Path) -> None:
         """Weights as safetensors plus the config as JSON: loading needs nothing else (no pickle)."""

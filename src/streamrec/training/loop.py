@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRecConfig, SASRecNet
-from streamrec.training.losses import full_softmax_loss, matmul_dtype
+from streamrec.training.losses import distillation_loss, full_softmax_loss, matmul_dtype
 
 
 @dataclass
@@ -36,7 +36,8 @@ class TrainingBatches:
 
     @classmethod
     def from_data(cls, data: TrainingData, config: SASRecConfig) -> TrainingBatches:
-        users = [u for u, s in enumerate(data.sequences) if len(s) >= 2]
+        """One row per user with something to learn in their newest ``max_len + 1`` events."""
+        users = [u for u, s in enumerate(data.sequences) if len(s) >= 2 and _learns(data, u, config.max_len)]
         rows, width = len(users), config.max_len
         inputs = np.zeros((rows, width), dtype=np.int64)
         targets = np.zeros((rows, width), dtype=np.int64)
@@ -44,7 +45,8 @@ class TrainingBatches:
         event_types = np.full((rows, width), -1, dtype=np.int64)
         values = np.full((rows, width), np.nan, dtype=np.float32)
         lengths = np.zeros(rows, dtype=np.int64)
-        type_weight = np.array([config.type_weights.get(name, 1.0) for name in data.type_names] or [1.0])
+        # the last entry weighs event types the model does not know (code -1)
+        type_weight = np.array([config.type_weights.get(name, 1.0) for name in data.type_names] + [1.0])
         for row, user in enumerate(users):
             window = data.sequences[user][-(width + 1) :]
             n = len(window) - 1
@@ -59,7 +61,28 @@ class TrainingBatches:
                 weights[row, :n] = 1.0
             if data.values is not None:
                 values[row, :n] = data.values[user][-(width + 1) :][1:]
+            if data.learn is not None:
+                weights[row, :n] *= data.learn[user][-(width + 1) :][1:]
         return cls(inputs, targets, weights, event_types, values, lengths)
+
+
+def _learns(data: TrainingData, user: int, max_len: int) -> bool:
+    return data.learn is None or bool(data.learn[user][-max_len:].any())
+
+
+@dataclass
+class Distillation:
+    """Keep the student's next-item distribution near a frozen teacher's (as in ADER / IncCTR).
+
+    The KL term reads ``positions`` random real positions per batch rather than
+    all of them: a full ``[positions, items]`` teacher distribution per batch
+    would cost more than the update itself.
+    """
+
+    teacher: SASRecNet
+    weight: float = 0.5
+    temperature: float = 1.0
+    positions: int = 1024
 
 
 @dataclass
@@ -79,6 +102,7 @@ def sequence_loss(
     sampling_log_q: torch.Tensor | None,
     generator: torch.Generator | None = None,
     low_precision: torch.dtype = torch.float32,
+    distillation: Distillation | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Next-item loss (+ λ-weighted auxiliary losses) over every real position of a batch."""
     table = net.item_table()
@@ -103,6 +127,10 @@ def sequence_loss(
         per_example = F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")
         loss = (per_example * weights).sum() / weights.sum().clamp_min(1e-6)
     parts = {"next_item": float(loss.detach())}
+    if distillation is not None and distillation.weight > 0:
+        kd = _distillation_term(distillation, batch["inputs"], real, states, table, generator)
+        loss = loss + distillation.weight * kd
+        parts["distillation"] = float(kd.detach())
     if config.aux_event_type_weight > 0 and net.event_type_head is not None:
         kinds = batch["event_types"][real]
         known = kinds >= 0
@@ -118,6 +146,26 @@ def sequence_loss(
             loss = loss + config.aux_value_weight * aux
             parts["value"] = float(aux.detach())
     return loss, parts
+
+
+def _distillation_term(
+    distillation: Distillation,
+    inputs: torch.Tensor,
+    real: torch.Tensor,
+    states: torch.Tensor,
+    table: torch.Tensor,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    teacher = distillation.teacher
+    count = min(distillation.positions, len(states))
+    chosen = torch.randperm(len(states), generator=generator)[:count].to(states.device)
+    with torch.no_grad():
+        teacher.eval()
+        teacher_table = teacher.item_table()
+        teacher_states = teacher.encode(inputs, teacher_table)[real][chosen]
+        teacher_logits = teacher_states @ teacher_table[1:].T
+    student_logits = states[chosen] @ table[1:].T
+    return distillation_loss(student_logits, teacher_logits, distillation.temperature)
 
 
 def popularity_log_q(data: TrainingData, device: torch.device) -> torch.Tensor:
@@ -149,6 +197,7 @@ def train_network(
     validate: Callable[[], float] | None = None,
     progress: bool = True,
     epochs: int | None = None,
+    distillation: Distillation | None = None,
 ) -> TrainingLog:
     """AdamW over shuffled user rows; early stopping on ``validate()`` (NDCG@10), best weights kept."""
     device = next(net.parameters()).device
@@ -190,7 +239,7 @@ def train_network(
                 name: torch.from_numpy(getattr(batches, name)[rows, :width]).to(device)
                 for name in ("inputs", "targets", "weights", "event_types", "values")
             }
-            loss, _ = sequence_loss(net, batch, config, log_q, generator, low_precision)
+            loss, _ = sequence_loss(net, batch, config, log_q, generator, low_precision, distillation)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

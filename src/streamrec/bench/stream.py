@@ -1,0 +1,235 @@
+"""``streamrec bench stream``: the prequential benchmark of the update strategies, side by side.
+
+The dataset goes through the real ingest path into a scratch store, is cut by
+time into periods, and one model is fitted on the first period. Then, for
+every later period and every strategy: grow the model to the items that
+exist by now, score the period's events (each next item from the user's
+history so far, full ranking), then let the strategy learn the period.
+``static`` never learns; ``full`` refits from scratch every period. A
+strategy may name its item tower, ``replay:id``, to compare towers in one run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamrec.bench.offline import default_text_cache, load_into_store
+from streamrec.bench.report import write_result
+from streamrec.evaluation.prequential import StreamSplit, cut_into_periods, score_examples
+from streamrec.models.sasrec import SASRec, SASRecConfig
+from streamrec.store import open_store
+from streamrec.training.fit import prepare
+from streamrec.training.update import STRATEGIES, UpdateConfig, update
+
+DEFAULT_STRATEGIES = ("static", "full", "finetune", "replay", "replay-distill", "adapter")
+PROTOCOL = (
+    "prequential: periods are time quantiles with equal event counts; period 0 trains the first model;"
+    " each later period is scored first (next item from the user's history so far, full ranking over the"
+    " items that exist by then, seen items excluded), then learned. Cold: the target item first appeared"
+    " in that period. Forgetting: NDCG@10 on a fixed sample of period 1's events right after learning"
+    " period 1, minus the same after the last update."
+)
+
+
+def parse_strategy(spec: str, default_tower: str) -> tuple[str, str]:
+    """``"replay:id"`` → ``("replay", "id")``; without a tower, ``default_tower``."""
+    name, _, tower = spec.partition(":")
+    if name != "static" and name not in STRATEGIES:
+        known = ", ".join(("static", *STRATEGIES))
+        raise ValueError(f"--strategies: unknown strategy {name!r} (known: {known})")
+    tower = tower or default_tower
+    if tower not in ("id", "text", "hybrid"):
+        raise ValueError(f"--strategies: unknown item tower {tower!r} in {spec!r} (known: id, text, hybrid)")
+    return name, tower
+
+
+def run_stream_benchmark(
+    *,
+    dataset: str,
+    data: Path,
+    out: Path,
+    periods: int = 10,
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES,
+    config: SASRecConfig | None = None,
+    update_config: UpdateConfig | None = None,
+    eval_limit: int | None = 3000,
+    forgetting_sample: int = 1000,
+    text_model: str = "all-MiniLM-L6-v2",
+    progress: bool = True,
+    command: str = "",
+) -> dict[str, Any]:
+    config = config or SASRecConfig()
+    update_config = update_config or UpdateConfig()
+    specs = {spec: parse_strategy(spec, config.item_tower) for spec in strategies}
+    with tempfile.TemporaryDirectory(prefix="streamrec-stream-") as scratch:
+        data_info = load_into_store(dataset, data, Path(scratch) / "store")
+        with open_store(Path(scratch) / "store") as store:
+            prepared = prepare(store)
+    if not data_info["has_timestamps"]:
+        raise ValueError(f"{dataset}: the stream benchmark needs real timestamps; this dataset has none")
+    split = cut_into_periods(prepared.data, periods)
+    text = None
+    if any(tower != "id" for _, tower in specs.values()):
+        from streamrec.text import EmbeddingCache, TextEncoder
+
+        encoder = TextEncoder(text_model, cache=EmbeddingCache(default_text_cache()))
+        text = encoder.encode([prepared.texts[i] for i in split.item_order], progress=progress)
+    rng = np.random.default_rng(update_config.seed)
+    examples = {p: split.examples(p, eval_limit, rng) for p in range(1, periods)}
+    forgetting_slice = split.examples(1, forgetting_sample, rng)
+    _log(
+        progress,
+        f"{dataset}: {data_info['events']:,} events in {periods} periods; items per period end "
+        f"{split.n_items.tolist()}",
+    )
+
+    initial: dict[str, tuple[SASRec, float]] = {}
+    for tower in sorted({tower for _, tower in specs.values()}):
+        started = time.perf_counter()
+        first = replace(config, item_tower=tower, epochs=update_config.full_epochs or config.epochs)
+        model = SASRec(first, _text_for(first, text, split.n_items[0])).fit(
+            replace(split.through(0), learn=None), progress=False
+        )
+        initial[tower] = (model, time.perf_counter() - started)
+        _log(progress, f"initial {tower} model on period 0: {initial[tower][1]:.1f} s")
+
+    results = {}
+    for spec, (name, tower) in specs.items():
+        results[spec] = _run_strategy(
+            name, initial[tower][0], split, examples, forgetting_slice, update_config, text, progress, spec
+        )
+    full_seconds = {
+        t: r["update_seconds_median"]
+        for s, r in results.items()
+        if specs[s][0] == "full"
+        for t in [specs[s][1]]
+    }
+    for spec, (name, tower) in specs.items():
+        reference = full_seconds.get(tower)
+        if reference and name not in ("static", "full"):
+            results[spec]["cost_vs_full"] = round(results[spec]["update_seconds_median"] / reference, 4)
+        full = next((results[s] for s in specs if specs[s] == ("full", tower)), None)
+        if full and name != "full":
+            results[spec]["ndcg_vs_full"] = round(results[spec]["ndcg@10_mean"] / full["ndcg@10_mean"], 4)
+    result = {
+        "dataset": dataset,
+        "periods": periods,
+        "protocol": PROTOCOL,
+        "command": command,
+        "data": {**data_info, "items_by_period_end": split.n_items.tolist()},
+        "examples_per_period": {p: len(e) for p, e in examples.items()},
+        "cold_examples_per_period": {p: int(e.cold.sum()) for p, e in examples.items()},
+        "sasrec_config": config.to_dict(),
+        "update_config": update_config.__dict__,
+        "initial_fit_seconds": {tower: round(s, 2) for tower, (_, s) in initial.items()},
+        "text_model": text_model if text is not None else None,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "strategies": results,
+    }
+    write_result(out, result)
+    save_stream_plots(out, result)
+    return result
+
+
+def _text_for(config: SASRecConfig, text: np.ndarray | None, n_items: int) -> np.ndarray | None:
+    return None if config.item_tower == "id" or text is None else text[:n_items]
+
+
+def _run_strategy(
+    name: str,
+    model: SASRec,
+    split: StreamSplit,
+    examples: dict,
+    forgetting_slice,
+    update_config: UpdateConfig,
+    text: np.ndarray | None,
+    progress: bool,
+    label: str,
+) -> dict[str, Any]:
+    per_period: list[dict[str, float]] = []
+    seconds: list[float] = []
+    changed: list[float] = []
+    trainable: list[float] = []
+    forgetting_curve: list[float] = []
+    last = split.n_periods - 1
+    for period in range(1, split.n_periods):
+        model = model.grow(int(split.n_items[period]), text)
+        per_period.append(score_examples(model, examples[period]))
+        if name == "static" or period == last:
+            continue  # static never learns; learning the last period would never be scored
+        result = update(
+            model, split.through(period), replace(update_config, strategy=name), text_embeddings=text
+        )
+        model = result.model
+        seconds.append(result.seconds)
+        changed.append(result.changed_fraction)
+        trainable.append(result.trainable_fraction)
+        forgetting_curve.append(score_examples(model, forgetting_slice)["ndcg@10"])
+        _log(
+            progress,
+            f"{label} period {period}: ndcg@10 {per_period[-1]['ndcg@10']:.4f}, "
+            f"update {result.seconds:.1f} s",
+        )
+    ndcg = [p["ndcg@10"] for p in per_period]
+    cold = [p["cold_hr@10"] for p in per_period if p["cold_examples"]]
+    summary = {
+        "ndcg@10_mean": round(float(np.mean(ndcg)), 5),
+        "hr@10_mean": round(float(np.mean([p["hr@10"] for p in per_period])), 5),
+        "ndcg@10_per_period": [round(v, 5) for v in ndcg],
+        "hr@10_per_period": [round(p["hr@10"], 5) for p in per_period],
+        "cold_hr@10_mean": round(float(np.mean(cold)), 5) if cold else None,
+        "cold_ndcg@10_mean": _mean_or_none([p["cold_ndcg@10"] for p in per_period if p["cold_examples"]]),
+        "cold_hr@10_per_period": [
+            None if not p["cold_examples"] else round(p["cold_hr@10"], 5) for p in per_period
+        ],
+        "update_seconds_median": round(statistics.median(seconds), 3) if seconds else 0.0,
+        "update_seconds": [round(s, 3) for s in seconds],
+        "forgetting": round(forgetting_curve[0] - forgetting_curve[-1], 5) if forgetting_curve else None,
+        "forgetting_ndcg@10_curve": [round(v, 5) for v in forgetting_curve],
+    }
+    if changed:
+        summary["changed_fraction_median"] = round(statistics.median(changed), 5)
+        summary["trainable_fraction_median"] = round(statistics.median(trainable), 5)
+    return summary
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    return round(float(np.mean(values)), 5) if values else None
+
+
+def _log(progress: bool, message: str) -> None:
+    if progress:
+        print(message, flush=True)
+
+
+def save_stream_plots(out: Path, result: dict[str, Any]) -> None:
+    """``<out>.png``: NDCG@10 per period by strategy, and median seconds per update by strategy."""
+    import matplotlib.pyplot as plt
+
+    strategies = result["strategies"]
+    figure, (accuracy, cost) = plt.subplots(1, 2, figsize=(12, 4))
+    for name, values in strategies.items():
+        periods = range(1, len(values["ndcg@10_per_period"]) + 1)
+        accuracy.plot(periods, values["ndcg@10_per_period"], marker="o", markersize=3, label=name)
+    accuracy.set_xlabel("period (scored before it is learned)")
+    accuracy.set_ylabel("NDCG@10")
+    accuracy.set_title(f"{result['dataset']}: accuracy per period", fontsize=10)
+    accuracy.legend(fontsize=8)
+    learners = {name: v["update_seconds_median"] for name, v in strategies.items() if v["update_seconds"]}
+    bars = cost.bar(list(learners), list(learners.values()), color="#4C72B0")
+    cost.bar_label(bars, labels=[f"{v:.1f}" for v in learners.values()], fontsize=8)
+    cost.set_ylabel("seconds per update (median)")
+    cost.set_title(f"{result['dataset']}: compute per update", fontsize=10)
+    cost.tick_params(axis="x", labelrotation=30, labelsize=8)
+    figure.tight_layout()
+    figure.savefig(out.with_suffix(".png"), dpi=110)
+    plt.close(figure)

@@ -1,0 +1,223 @@
+"""Incremental updates: learn the newest events from the live model at a fraction of a refit's cost.
+
+Every strategy starts from the previous version, grown to the current item
+vocabulary (:meth:`SASRec.grow`), and learns the events marked in
+``TrainingData.learn`` with each user's older events as context:
+
+* ``finetune``: the new events only (cheapest; forgets what they do not repeat);
+* ``replay``: plus a bounded, uniform sample of past users' whole sequences;
+* ``replay-distill``: plus a KL term pulling the next-item distribution
+  towards the previous version's (knowledge distillation, as in ADER and IncCTR);
+* ``adapter``: the replay data, but only LoRA adapters (peft) on the
+  transformer and text projection, and the ID rows of new items, learn; the
+  adapters are merged back afterwards, so the result is a plain model;
+* ``full``: a refit from scratch on everything, the reference the others are
+  measured against.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+
+from streamrec.models.base import TrainingData
+from streamrec.models.sasrec import SASRec
+from streamrec.training.loop import Distillation, train_network
+
+Strategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
+STRATEGIES: tuple[str, ...] = ("finetune", "replay", "replay-distill", "adapter", "full")
+# Modules LoRA adapts: attention (peft wraps nn.MultiheadAttention), feed-forward, text projection.
+ADAPTER_TARGETS = ["self_attn", "linear1", "linear2", "text_projection"]
+
+
+@dataclass
+class UpdateConfig:
+    """How an incremental update learns; ``full`` only reads ``full_epochs`` and ``seed``."""
+
+    strategy: str = "replay-distill"
+    epochs: int = 3  # passes over the new events (and the replayed sequences)
+    lr: float = 1e-3
+    replay_users: int = 1000  # past user sequences replayed per update
+    distill_weight: float = 0.5  # λ of the distillation term (replay-distill)
+    distill_temperature: float = 1.0
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    full_epochs: int | None = None  # epochs of a full refit; None: the model config's
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy: unknown {self.strategy!r} (known: {', '.join(STRATEGIES)})")
+
+
+@dataclass
+class UpdateResult:
+    model: SASRec
+    strategy: str
+    seconds: float
+    trained_users: int  # user sequences the update read
+    learned_events: int  # next-item targets it trained on
+    trainable_fraction: float  # weights allowed to change / all weights
+    changed_fraction: float  # weights that did change / all weights (new items' rows count as changed)
+
+    def summary(self) -> dict[str, float | int | str]:
+        return {
+            "strategy": self.strategy,
+            "seconds": round(self.seconds, 3),
+            "trained_users": self.trained_users,
+            "learned_events": self.learned_events,
+            "trainable_fraction": round(self.trainable_fraction, 5),
+            "changed_fraction": round(self.changed_fraction, 5),
+        }
+
+
+def update(
+    model: SASRec,
+    data: TrainingData,
+    config: UpdateConfig,
+    *,
+    text_embeddings: np.ndarray | None = None,
+    progress: bool = False,
+) -> UpdateResult:
+    """Learn ``data`` (its ``learn`` mask marks the new events) starting from ``model``.
+
+    ``model`` is left untouched. If ``data`` knows more items than the model,
+    the model is grown first (``text_embeddings`` must then cover every item).
+    """
+    if model.net is None:
+        raise RuntimeError("update() needs a fitted model")
+    if data.learn is None:
+        raise ValueError("data.learn must mark the new events an update learns")
+    started = time.perf_counter()
+    if config.strategy == "full":
+        return _refit(model, data, config, text_embeddings, started, progress)
+    base = model.grow(data.n_items, text_embeddings) if data.n_items > model.n_items else copy.deepcopy(model)
+    known_items = model.n_items
+    rng = np.random.default_rng(config.seed)
+    learn = list(data.learn)
+    if config.strategy != "finetune":
+        learn = _with_replay(data.sequences, learn, config.replay_users, rng)
+    train = replace(data, learn=learn)
+    learned_targets = [s[1:][m[1:]] for s, m in zip(data.sequences, learn, strict=True) if len(s) >= 2]
+    learned = np.concatenate(learned_targets) if learned_targets else np.zeros(0, dtype=np.int64)
+    student = copy.deepcopy(base)
+    assert student.net is not None
+    before = {name: p.detach().clone() for name, p in student.net.named_parameters()}
+    student.net.id_trained[1 + np.unique(learned)] = 1.0  # new items' ID rows join in
+    train_config = replace(
+        model.config,
+        epochs=config.epochs,
+        lr=config.lr,
+        lr_schedule="constant",
+        max_minutes=None,
+        seed=config.seed,
+    )
+    distillation = None
+    if config.strategy == "replay-distill":
+        assert base.net is not None
+        teacher = copy.deepcopy(base.net).eval().requires_grad_(False)
+        distillation = Distillation(teacher, config.distill_weight, config.distill_temperature)
+    if config.strategy == "adapter":
+        trainable = _train_adapters(student, train, train_config, config, known_items, progress)
+    else:
+        train_network(student.net, train, train_config, progress=progress, distillation=distillation)
+        trainable = sum(p.numel() for p in student.net.parameters())
+    student.net.eval()
+    total = sum(p.numel() for p in student.net.parameters())
+    changed = sum(int((p.detach() != before[name]).sum()) for name, p in student.net.named_parameters())
+    users = sum(1 for s, m in zip(data.sequences, learn, strict=True) if len(s) >= 2 and m[1:].any())
+    return UpdateResult(
+        model=student,
+        strategy=config.strategy,
+        seconds=time.perf_counter() - started,
+        trained_users=users,
+        learned_events=len(learned),
+        trainable_fraction=trainable / total,
+        changed_fraction=changed / total,
+    )
+
+
+def _with_replay(
+    sequences: list[np.ndarray], learn: list[np.ndarray], size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Mark the whole sequence of up to ``size`` uniformly drawn past users as learnable too."""
+    past = [
+        u for u, (s, m) in enumerate(zip(sequences, learn, strict=True)) if len(s) >= 2 and not m[1:].all()
+    ]
+    chosen = rng.choice(past, size=min(size, len(past)), replace=False) if past else []
+    marked = list(learn)
+    for user in chosen:
+        marked[user] = np.ones(len(sequences[user]), dtype=bool)
+    return marked
+
+
+def _train_adapters(
+    student: SASRec,
+    data: TrainingData,
+    train_config,
+    config: UpdateConfig,
+    known_items: int,
+    progress: bool,
+) -> int:
+    """LoRA on the transformer and text projection plus new items' ID rows; merged back in place.
+
+    Returns how many weights were trainable (adapter weights plus new rows).
+    """
+    import peft
+
+    net = student.net
+    assert net is not None
+    lora = peft.LoraConfig(
+        r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=ADAPTER_TARGETS, lora_dropout=0.0
+    )
+    targets = [t for t in ADAPTER_TARGETS if any(name.endswith(t) for name, _ in net.named_modules())]
+    wrapped = peft.get_peft_model(net, replace(lora, target_modules=targets))  # freezes the base weights
+    trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    hook = None
+    new_rows = net.n_items - known_items
+    if net.id_embedding is not None and new_rows > 0:
+        weight = net.id_embedding.weight
+        weight.requires_grad_(True)
+        only_new = torch.zeros(weight.shape[0], 1, device=weight.device)
+        only_new[known_items + 1 :] = 1.0
+        hook = weight.register_hook(lambda grad: grad * only_new)
+        trainable += new_rows * weight.shape[1]
+    train_network(net, data, replace(train_config, weight_decay=0.0), progress=progress)
+    if hook is not None:
+        hook.remove()
+    student.net = wrapped.merge_and_unload().requires_grad_(True)
+    return trainable
+
+
+def _refit(
+    model: SASRec,
+    data: TrainingData,
+    config: UpdateConfig,
+    text_embeddings: np.ndarray | None,
+    started: float,
+    progress: bool,
+) -> UpdateResult:
+    epochs = config.full_epochs or model.config.epochs
+    fresh_config = replace(model.config, epochs=epochs, seed=config.seed)
+    text = (
+        None
+        if model.config.item_tower == "id" or text_embeddings is None
+        else text_embeddings[: data.n_items]
+    )
+    fresh = SASRec(fresh_config, text).fit(replace(data, learn=None), progress=progress)
+    assert fresh.net is not None
+    targets = sum(max(len(s) - 1, 0) for s in data.sequences)
+    return UpdateResult(
+        model=fresh,
+        strategy="full",
+        seconds=time.perf_counter() - started,
+        trained_users=sum(1 for s in data.sequences if len(s) >= 2),
+        learned_events=targets,
+        trainable_fraction=1.0,
+        changed_fraction=1.0,
+    )
