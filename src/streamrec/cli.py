@@ -121,6 +121,7 @@ def _sasrec_config(args: argparse.Namespace, **overrides: object):
         heads=args.heads,
         max_len=args.max_len,
         dropout=args.dropout,
+        id_dropout=args.id_dropout,
         lr=args.lr,
         lr_schedule=args.lr_schedule,
         batch_size=args.batch_size,
@@ -139,6 +140,12 @@ def _model_options(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--heads", type=int, default=1, help="attention heads (default 1)")
     group.add_argument("--max-len", type=int, default=200, help="most recent items read (default 200)")
     group.add_argument("--dropout", type=float, default=0.1)
+    group.add_argument(
+        "--id-dropout",
+        type=float,
+        default=0.0,
+        help="hybrid: chance to hide an ID row per step (trains text)",
+    )
     group.add_argument("--lr", type=float, default=1e-3)
     group.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
     group.add_argument("--batch-size", type=int, default=128)
@@ -268,6 +275,109 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         return 2
     keys = ("recommend", "events", "freshness_ms_p50", "freshness_ms_p95", "client_cpu_note")
     _print_json({key: result.get(key) for key in keys})
+    return 0
+
+
+def _outcome_line(outcome) -> str:
+    if outcome.version is None:
+        return f"nothing to learn: {outcome.reason}"
+    state = "promoted, now live" if outcome.promoted else outcome.version.status
+    return f"{outcome.version.version} ({outcome.version.strategy}): {state}; {outcome.reason}"
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from streamrec.config import load_settings
+    from streamrec.store import open_store
+    from streamrec.training.continual import UpdateInProgress, run_update
+
+    if not Path(args.home).exists():
+        print(f"error: no streamrec home at {args.home}", file=sys.stderr)
+        return 2
+    settings = load_settings(args.home)
+    with open_store(args.home, synchronous=settings.synchronous) as store:
+        try:
+            outcome = run_update(
+                store,
+                Path(args.home),
+                settings,
+                strategy=args.strategy,
+                promote=not args.no_promote,
+                progress=not args.quiet,
+            )
+        except (LookupError, ValueError, UpdateInProgress) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    if args.json:
+        _print_json(
+            {
+                "version": outcome.version.to_dict() if outcome.version else None,
+                "promoted": outcome.promoted,
+                "reason": outcome.reason,
+            }
+        )
+    else:
+        print(_outcome_line(outcome))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from streamrec.config import load_settings
+    from streamrec.training.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        outcomes = run_worker(
+            Path(args.home), load_settings(args.home), once=args.once, strategy=args.strategy
+        )
+    except (LookupError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    for outcome in outcomes:
+        print(_outcome_line(outcome))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from streamrec.config import load_settings
+    from streamrec.registry import Registry
+    from streamrec.training.fit import MODELS_DIR
+
+    registry = Registry(Path(args.home) / MODELS_DIR)
+    try:
+        if args.action == "list":
+            versions = registry.versions()
+            if args.json:
+                _print_json([v.to_dict() for v in versions])
+                return 0
+            print(
+                f"{'version':8} {'status':9} {'strategy':15} {'parent':7} {'offset':>9} {'ndcg@10':>8}  notes"
+            )
+            for v in versions:
+                ndcg = v.metrics.get("ndcg@10")
+                print(
+                    f"{v.version:8} {v.status:9} {v.strategy:15} {v.parent or '-':7}"
+                    f" {v.trained_through_offset:>9} {'-' if ndcg is None else f'{ndcg:.4f}':>8}"
+                    f"  {v.notes[:60]}"
+                )
+        elif args.action == "show":
+            _print_json(registry.get(args.version or registry.live() or "").to_dict())
+        elif args.action == "promote":
+            if not args.version:
+                raise ValueError("models promote needs a VERSION")
+            print(f"{registry.promote(args.version).version} is live")
+        elif args.action == "rollback":
+            print(f"rolled back: {registry.rollback().version} is live")
+        elif args.action == "prune":
+            removed = registry.prune(load_settings(args.home).keep_versions)
+            print(f"removed {', '.join(removed) or 'nothing'}")
+    except (KeyError, LookupError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) else str(error)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -432,6 +542,28 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--torch-threads", type=int, default=1, help="intra-op threads per forward pass")
 
     bench = command("bench", lambda a: 2, "Benchmarks that write JSON results and plots.")
+    upd = command("update", cmd_update, "Learn the events since the live version; promote if not worse.")
+    home_option(upd)
+    upd.add_argument(
+        "--strategy",
+        choices=["finetune", "replay", "replay-distill", "adapter", "full"],
+        help="default: update_strategy from streamrec.toml (replay-distill)",
+    )
+    upd.add_argument("--no-promote", action="store_true", help="keep a passing candidate as a candidate")
+    upd.add_argument("--json", action="store_true")
+    upd.add_argument("--quiet", action="store_true")
+
+    worker = command("worker", cmd_worker, "Keep updating the model as events arrive (Ctrl-C stops).")
+    home_option(worker)
+    worker.add_argument("--once", action="store_true", help="one update now, then exit")
+    worker.add_argument("--strategy", choices=["finetune", "replay", "replay-distill", "adapter", "full"])
+
+    models = command("models", cmd_models, "The model registry: list, show, promote, rollback, prune.")
+    home_option(models)
+    models.add_argument("action", choices=["list", "show", "promote", "rollback", "prune"])
+    models.add_argument("version", nargs="?", help="for show (default: live) and promote")
+    models.add_argument("--json", action="store_true")
+
     benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
     bench_ingest = benches.add_parser(
         "ingest", help="Append and validate-and-append throughput on synthetic events."

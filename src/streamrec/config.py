@@ -31,6 +31,27 @@ class Settings:
     # Events per committed batch when ingesting files.
     ingest_batch_size: int = 20_000
 
+    # Continual learning (``streamrec update`` / ``worker``).
+    update_strategy: str = "replay-distill"  # finetune | replay | replay-distill | adapter | full
+    update_every_events: int = 10_000  # the worker updates after this many new events …
+    update_every_seconds: float = 3600.0  # … or this long after the last update, whichever comes first
+    update_min_events: int = 50  # fewer new events than this: nothing worth an update yet
+    update_epochs: int = 3
+    update_lr: float = 1e-3
+    replay_users: int = 1000
+    distill_weight: float = 0.5
+    full_refit_epochs: int = 30  # a full refit (drift, or strategy "full"): at most this many epochs
+    # Guardrail: the newest events an update does not train on, to judge it against the live version.
+    holdout_fraction: float = 0.1
+    holdout_max_events: int = 5000
+    guardrail_epsilon: float = 0.002  # promote unless NDCG@10 is worse than the live version's by more
+    # Drift: the live model's test-then-train NDCG@10 below (1 - drift_threshold) × its trailing mean.
+    drift_threshold: float = 0.2
+    drift_window: int = 5  # updates in the trailing mean
+    drift_min_examples: int = 200  # smaller holdouts are too noisy to call drift on
+    keep_versions: int = 10  # registry retention; the live version and its rollback target always stay
+    worker_poll_seconds: float = 2.0
+
     @property
     def event_types(self) -> tuple[str, ...]:
         return DEFAULT_EVENT_TYPES + tuple(t for t in self.extra_event_types if t not in DEFAULT_EVENT_TYPES)

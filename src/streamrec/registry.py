@@ -4,7 +4,9 @@ Layout under ``HOME/models``::
 
     v0001/  network.json  model.safetensors  items.json  version.json
     v0002/  ...
-    live.json            {"version": "v0002"}
+    live.json            {"version": "v0002", "since": …, "previous": ["v0001"]}
+
+``previous`` is the stack of earlier live versions: ``rollback`` pops it.
 
 A version folder is written under a temporary name and renamed into place,
 and ``live.json`` is replaced atomically, so a crash at any point leaves
@@ -45,9 +47,12 @@ class VersionInfo:
     trained_through_offset: int
     strategy: str = "full"
     parent: str | None = None
+    trained_from_offset: int = 0  # an update learned the events in (from, through]
     text_model: str | None = None  # the sentence encoder the item tower read (None: ID-only model)
     metrics: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    update: dict[str, Any] = field(default_factory=dict)  # what moved: trainable/changed weight fractions
+    guardrail: dict[str, Any] = field(default_factory=dict)  # candidate vs live on held-out newest events
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,8 +104,11 @@ class Registry:
         return self.root / version
 
     def live(self) -> str | None:
+        return self._pointer().get("version")
+
+    def _pointer(self) -> dict[str, Any]:
         pointer = self.root / LIVE_FILE
-        return json.loads(pointer.read_text())["version"] if pointer.exists() else None
+        return json.loads(pointer.read_text()) if pointer.exists() else {}
 
     def add(self, write: Callable[[Path], None], items: list[str], info: dict[str, Any]) -> VersionInfo:
         """Store a new version: ``write(folder)`` saves the weights; the folder appears atomically."""
@@ -129,14 +137,53 @@ class Registry:
         return info
 
     def promote(self, version: str) -> VersionInfo:
-        """Make ``version`` live (the previous live version becomes ``retired``)."""
+        """Make ``version`` live; the previous live version is ``retired`` and can be rolled back to."""
         with self._locked():
             info = self.get(version)
-            previous = self.live()
-            _write_json_atomically(self.root / LIVE_FILE, {"version": version, "since": time.time()})
+            pointer = self._pointer()
+            previous = pointer.get("version")
+            stack = [v for v in pointer.get("previous", []) if v != version]
+            if previous and previous != version:
+                stack.append(previous)
+            _write_json_atomically(
+                self.root / LIVE_FILE, {"version": version, "since": time.time(), "previous": stack}
+            )
             if previous and previous != version:
                 self.set_status(previous, "retired")
             return self.set_status(info.version, "live")
+
+    def rollback_target(self) -> str | None:
+        """The version that was live before the current one, if it still exists."""
+        stack = [v for v in self._pointer().get("previous", []) if (self.root / v / VERSION_FILE).exists()]
+        return stack[-1] if stack else None
+
+    def rollback(self) -> VersionInfo:
+        """Make the previous live version live again; the current one is retired with a note."""
+        with self._locked():
+            pointer = self._pointer()
+            current = pointer.get("version")
+            stack = [v for v in pointer.get("previous", []) if (self.root / v / VERSION_FILE).exists()]
+            if not stack:
+                raise LookupError("no earlier live version to roll back to")
+            target = stack.pop()
+            _write_json_atomically(
+                self.root / LIVE_FILE, {"version": target, "since": time.time(), "previous": stack}
+            )
+            if current:
+                self.set_status(current, "retired", notes=f"rolled back to {target}")
+            return self.set_status(target, "live")
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete versions older than the newest ``keep``, except the live one and its rollback target."""
+        with self._locked():
+            protected = {self.live(), self.rollback_target()}
+            versions = [v.version for v in self.versions()]
+            doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v not in protected]
+            for version in doomed:
+                trash = self.root / f".deleting-{version}-{uuid.uuid4().hex}"
+                os.rename(self.root / version, trash)  # atomic: the version vanishes at once
+                shutil.rmtree(trash, ignore_errors=True)
+            return doomed
 
     def items(self, version: str) -> list[str]:
         return json.loads((self.path(version) / ITEMS_FILE).read_text())

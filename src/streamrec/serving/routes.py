@@ -247,12 +247,12 @@ def promote(version: str, runtime: RuntimeDep) -> dict[str, Any]:
 )
 def rollback(runtime: RuntimeDep) -> dict[str, Any]:
     """Promote the version that was live before the current one (the most recently retired)."""
-    target = runtime.rollback_target()
-    if target is None:
-        raise HTTPException(409, "no earlier live version to roll back to")
     previous = runtime.loaded.version
-    runtime.promote(target)
-    return {"live": target, "previous": previous}
+    try:
+        info = runtime.rollback()
+    except LookupError as error:
+        raise HTTPException(409, str(error)) from None
+    return {"live": info.version, "previous": previous}
 
 
 @admin.post("/reload", response_model=Reloaded)

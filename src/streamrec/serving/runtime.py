@@ -37,7 +37,7 @@ import torch
 from streamrec.items import Item
 from streamrec.models.base import top_k
 from streamrec.models.sasrec import SASRec, SASRecNet, right_pad
-from streamrec.registry import VERSION_FILE, Registry, VersionInfo
+from streamrec.registry import Registry, VersionInfo
 from streamrec.serving.retrieval import Retriever, make_retriever
 from streamrec.store import Store, open_store
 from streamrec.text import DEFAULT_TEXT_MODEL, TextEncoder
@@ -245,19 +245,16 @@ class Runtime:
             self.loaded = ready
             return info
 
-    def rollback_target(self) -> str | None:
-        """The version live just before the current one: the last one retired (newest ``version.json``)."""
-        live = self.registry.live()
-        earlier = [
-            v for v in self.registry.versions() if v.version != live and v.status in ("live", "retired")
-        ]
-        if not earlier:
-            return None
-
-        def retired_at(info: VersionInfo) -> tuple[int, str]:
-            return (self.registry.root / info.version / VERSION_FILE).stat().st_mtime_ns, info.version
-
-        return max(earlier, key=retired_at).version
+    def rollback(self) -> VersionInfo:
+        """Serve the version live before this one again (LookupError if there is none)."""
+        with self._write_lock:
+            target = self.registry.rollback_target()
+            if target is None:
+                raise LookupError("no earlier live version to roll back to")
+            ready = self._build(target)
+            info = self.registry.rollback()
+            self.loaded = ready
+            return info
 
     def refresh(self) -> bool:
         """Swap to the registry's live version if another process promoted one; True if swapped."""

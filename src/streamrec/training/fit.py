@@ -9,7 +9,7 @@ out each user's last item to pick the best epoch, and saves the result.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,14 +50,52 @@ def training_data(table: SequenceTable, n_items: int) -> TrainingData:
     )
 
 
-def prepare(store: Store, through_offset: int | None = None) -> PreparedData:
+def prepare(
+    store: Store,
+    through_offset: int | None = None,
+    *,
+    vocabulary: list[str] | None = None,
+    type_names: list[str] | None = None,
+    learn_after: int | None = None,
+) -> PreparedData:
+    """The log through ``through_offset`` as training data, items coded in a fixed order.
+
+    ``vocabulary`` (an earlier version's items) keeps its codes; items it does
+    not know follow, those with events first, then catalogue-only ones, so a
+    grown model's new rows line up. ``type_names`` codes event types the same
+    way (types it does not know get -1). ``learn_after`` marks the events with
+    a larger offset as the ones to learn (an incremental update).
+    """
     table = store.log.sequences(through_offset)
     catalog = {item.item_id: item for item in store.catalog.all()}
-    seen = set(table.items)
-    items = table.items + [item_id for item_id in catalog if item_id not in seen]
+    items = list(vocabulary or [])
+    known = set(items)
+    for item_id in [*table.items, *catalog]:
+        if item_id not in known:
+            known.add(item_id)
+            items.append(item_id)
+    if vocabulary is not None or type_names is not None:
+        index = {item_id: code for code, item_id in enumerate(items)}
+        codes = np.array([index[i] for i in table.items], dtype=np.int32)
+        names = list(type_names) if type_names is not None else table.type_names
+        kinds = np.array(
+            [names.index(n) if n in names else -1 for n in table.type_names] or [0], dtype=np.int8
+        )
+        table = replace(
+            table,
+            items=items,
+            item_codes=codes[table.item_codes] if len(table) else table.item_codes,
+            event_types=kinds[table.event_types] if len(table) else table.event_types,
+            type_names=names,
+        )
     texts = [catalog[i].text if i in catalog else i for i in items]
     offset = int(table.offsets.max()) if len(table) else 0
-    return PreparedData(training_data(table, len(items)), table.users, items, texts, offset)
+    data = training_data(table, len(items))
+    if learn_after is not None:
+        bounds = table.user_ptr
+        new = table.offsets > learn_after
+        data.learn = [new[bounds[u] : bounds[u + 1]] for u in range(len(table.users))]
+    return PreparedData(data, table.users, items, texts, offset)
 
 
 def text_encoder_for(home: Path, model: str, device: str | None = None) -> TextEncoder:

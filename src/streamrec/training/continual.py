@@ -1,0 +1,209 @@
+"""One incremental update of the live version, judged on fresh data before it can go live.
+
+The steps, each safe to interrupt (nothing is visible until the registry's
+atomic add, and the live pointer only moves in an atomic promote):
+
+1. read the log after the live version's offset; the newest events (the
+   holdout) stay out of training, so both models can be judged on them;
+2. score the live model on the holdout: its test-then-train accuracy, which
+   also feeds the drift detector (a large drop below its trailing level
+   turns the update into a full refit);
+3. train a candidate with the strategy, from the live model grown to every
+   item now known (new items start from their text);
+4. score the candidate on the same holdout: promote it unless it is worse
+   than the live model by more than ε, else keep it as ``rejected``;
+5. prune old versions by the retention policy.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from streamrec.config import Settings
+from streamrec.evaluation.offline import evaluate
+from streamrec.models.sasrec import SASRec
+from streamrec.registry import Registry, VersionInfo
+from streamrec.store import Store
+from streamrec.training.fit import MODELS_DIR, PreparedData, fit_sasrec, prepare, text_encoder_for
+from streamrec.training.update import UpdateConfig, update
+
+LOCK_FILE = ".update.lock"
+
+
+class UpdateInProgress(RuntimeError):
+    """Another process is updating this home right now."""
+
+
+@dataclass
+class UpdateOutcome:
+    """What an update did: ``version`` is None when there was nothing to learn."""
+
+    version: VersionInfo | None
+    promoted: bool
+    reason: str
+
+
+@contextmanager
+def update_lock(home: Path) -> Iterator[None]:
+    """One update per home at a time; the lock dies with its process, so a crash never wedges it."""
+    path = Path(home) / MODELS_DIR / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UpdateInProgress(f"an update of {home} is already running") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def update_config_from(settings: Settings, strategy: str | None = None) -> UpdateConfig:
+    return UpdateConfig(
+        strategy=strategy or settings.update_strategy,
+        epochs=settings.update_epochs,
+        lr=settings.update_lr,
+        replay_users=settings.replay_users,
+        distill_weight=settings.distill_weight,
+        full_epochs=settings.full_refit_epochs,
+    )
+
+
+def holdout_examples(prepared: PreparedData) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every event ``learn`` marks, as (the user's history before it, its item)."""
+    histories, targets = [], []
+    data = prepared.data
+    assert data.learn is not None
+    for sequence, marked in zip(data.sequences, data.learn, strict=True):
+        for index in np.flatnonzero(marked):
+            if index > 0:
+                histories.append(sequence[:index])
+                targets.append(sequence[index])
+    return histories, np.array(targets, dtype=np.int64)
+
+
+def trailing_live_ndcg(registry: Registry, window: int) -> list[float]:
+    """The live models' test-then-train NDCG@10 recorded by the last ``window`` updates."""
+    scores = [v.guardrail["live_ndcg@10"] for v in registry.versions() if "live_ndcg@10" in v.guardrail]
+    return scores[-window:]
+
+
+def run_update(
+    store: Store,
+    home: Path,
+    settings: Settings,
+    *,
+    strategy: str | None = None,
+    promote: bool = True,
+    progress: bool = True,
+) -> UpdateOutcome:
+    """Learn the events after the live version's offset as a candidate, and promote it if it holds up."""
+    started = time.perf_counter()
+    registry = Registry(Path(home) / MODELS_DIR)
+    with update_lock(Path(home)):
+        live = registry.live()
+        if live is None:
+            raise LookupError(f"no live model in {home}: run `streamrec train` first")
+        info = registry.get(live)
+        start, last = info.trained_through_offset, store.log.last_offset()
+        fresh = last - start
+        if fresh < settings.update_min_events:
+            reason = f"{fresh} new events since {live} (update_min_events is {settings.update_min_events})"
+            return UpdateOutcome(None, False, reason)
+        holdout = min(max(1, int(fresh * settings.holdout_fraction)), settings.holdout_max_events)
+        cut = last - holdout
+        model = SASRec.load(registry.path(live))
+        judged = prepare(
+            store, last, vocabulary=registry.items(live), type_names=model.type_names, learn_after=cut
+        )
+        histories, targets = holdout_examples(judged)
+        encoder = text_encoder_for(Path(home), info.text_model) if info.text_model else None
+        text = encoder.encode(judged.texts, progress=progress) if encoder else None
+        n_items = len(judged.items)
+        live_ndcg = _ndcg(model.grow(n_items, text), histories, targets)
+
+        config = update_config_from(settings, strategy)
+        trailing = trailing_live_ndcg(registry, settings.drift_window)
+        level = float(np.mean(trailing)) if trailing else None
+        drift = (
+            level is not None
+            and len(targets) >= settings.drift_min_examples
+            and live_ndcg < (1 - settings.drift_threshold) * level
+        )
+        if drift and config.strategy != "full":
+            config = replace(config, strategy="full")
+
+        train = prepare(store, cut, vocabulary=judged.items, type_names=model.type_names, learn_after=start)
+        update_started = time.perf_counter()
+        if config.strategy == "full":
+            fresh_config = replace(model.config, epochs=config.full_epochs or model.config.epochs)
+            candidate, _ = fit_sasrec(
+                replace(train, data=replace(train.data, learn=None)), fresh_config, encoder, progress=progress
+            )
+            summary = {"strategy": "full", "trainable_fraction": 1.0, "changed_fraction": 1.0}
+        else:
+            result = update(model, train.data, config, text_embeddings=text, progress=progress)
+            candidate, summary = result.model, result.summary()
+        update_seconds = time.perf_counter() - update_started
+        candidate_ndcg = _ndcg(candidate, histories, targets)
+
+        promoted = candidate_ndcg >= live_ndcg - settings.guardrail_epsilon
+        verdict = (
+            f"candidate NDCG@10 {candidate_ndcg:.4f} vs live {live_ndcg:.4f} on {len(targets)} held-out"
+            f" events (ε {settings.guardrail_epsilon})"
+        )
+        if drift:
+            verdict += (
+                f"; drift: live {live_ndcg:.4f} < (1 - {settings.drift_threshold}) × trailing {level:.4f}"
+            )
+        version = registry.add(
+            candidate.save,
+            judged.items,
+            {
+                "status": "candidate",
+                "strategy": config.strategy,
+                "parent": live,
+                "trained_from_offset": start,
+                "trained_through_offset": cut,
+                "text_model": info.text_model,
+                "metrics": {"ndcg@10": round(candidate_ndcg, 5)},
+                "timings": {
+                    "update_seconds": round(update_seconds, 2),
+                    "total_seconds": round(time.perf_counter() - started, 2),
+                },
+                "update": {**summary, "new_events": cut - start, "drift": drift},
+                "guardrail": {
+                    "candidate_ndcg@10": round(candidate_ndcg, 5),
+                    "live_ndcg@10": round(live_ndcg, 5),
+                    "examples": len(targets),
+                    "epsilon": settings.guardrail_epsilon,
+                    "holdout_offsets": [cut + 1, last],
+                },
+            },
+        )
+        if promoted and promote and registry.live() == live:
+            version = registry.promote(version.version)
+        elif promoted and promote:
+            promoted, verdict = False, f"{verdict}; not promoted: the live version changed during the update"
+            version = registry.set_status(version.version, "rejected", notes=verdict)
+        elif promoted:
+            verdict += "; passes the guardrail, left as a candidate (promotion off)"
+            version = registry.set_status(version.version, "candidate", notes=verdict)
+        else:
+            version = registry.set_status(version.version, "rejected", notes=f"worse than live: {verdict}")
+        registry.prune(settings.keep_versions)
+        return UpdateOutcome(version, promoted and promote, verdict)
+
+
+def _ndcg(model: SASRec, histories: list[np.ndarray], targets: np.ndarray) -> float:
+    if not len(targets):
+        return 0.0
+    return float(evaluate(model, histories, targets, ks=(10,), unfiltered=False)["ndcg@10"])
