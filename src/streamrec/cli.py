@@ -250,6 +250,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         protect_writes=args.protect_writes,
         access_log=args.access_log,
         torch_threads=args.torch_threads,
+        worker=not args.no_worker,
     )
     return 0
 
@@ -540,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--access-log", action="store_true", help="log every request (off: /metrics counts them)"
     )
     srv.add_argument("--torch-threads", type=int, default=1, help="intra-op threads per forward pass")
+    srv.add_argument(
+        "--no-worker", action="store_true", help="do not run the update worker beside the server"
+    )
 
     bench = command("bench", lambda a: 2, "Benchmarks that write JSON results and plots.")
     upd = command("update", cmd_update, "Learn the events since the live version; promote if not worse.")

@@ -105,7 +105,11 @@ def _check_home(home: Path) -> None:
 @contextmanager
 def _server(home: Path, port: int, log_path: Path):
     """``streamrec serve`` as a child process; yields its pid once ``/health`` answers, always stops it."""
-    command = [sys.executable, "-m", "streamrec.cli", "serve", "--home", str(home), "--port", str(port)]
+    # no worker: an update training beside the load would measure the update, not the server
+    command = [
+        *(sys.executable, "-m", "streamrec.cli", "serve", "--home", str(home), "--port", str(port)),
+        "--no-worker",
+    ]
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -2,7 +2,7 @@
 
 >>> app = create_app("/nonexistent-home")  # nothing is loaded until the server starts
 >>> sorted(path for path in app.openapi()["paths"] if path.startswith("/admin"))
-['/admin/models', '/admin/promote/{version}', '/admin/reload', '/admin/rollback']
+['/admin/models', '/admin/promote/{version}', '/admin/reload', '/admin/rollback', '/admin/update']
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from streamrec.config import load_settings
 from streamrec.serving import routes
 from streamrec.serving.metrics import MetricsMiddleware, ServingMetrics
 from streamrec.serving.runtime import Runtime
+from streamrec.serving.updates import UpdateJobs, WorkerProcess
 
 # Threads running request handlers; bench serve on ML-1M: 1 → 506 rps, 2 → 444, 4 → 354, 40 → 249.
 WORKER_THREADS = 1
@@ -54,11 +55,14 @@ class LiveWatcher:
         self._thread.join(timeout=30)
 
 
-def create_app(home: str | Path, *, api_key: str | None = None, protect_writes: bool = False) -> FastAPI:
+def create_app(
+    home: str | Path, *, api_key: str | None = None, protect_writes: bool = False, worker: bool = False
+) -> FastAPI:
     """The HTTP API over the home's store and live model.
 
     ``api_key`` (or the ``STREAMREC_API_KEY`` environment variable) unlocks the admin
     endpoints, and with ``protect_writes`` also ``PUT /items`` and ``POST /events``.
+    ``worker`` runs ``streamrec worker`` beside the server, so the model keeps learning.
     """
     home = Path(home)
     key = api_key or os.environ.get(routes.API_KEY_ENV) or None
@@ -74,10 +78,16 @@ def create_app(home: str | Path, *, api_key: str | None = None, protect_writes: 
         runtime = Runtime.open(home)
         watcher = LiveWatcher(runtime)
         app.state.runtime = runtime
+        app.state.updates = UpdateJobs(home)
+        learner = WorkerProcess(home) if worker else None
         watcher.start()
+        if learner is not None:
+            learner.start()
         try:
             yield
         finally:
+            if learner is not None:
+                learner.stop()
             watcher.stop()
             runtime.close()
 
@@ -106,6 +116,7 @@ def serve(
     log_level: str = "info",
     access_log: bool = False,
     torch_threads: int = 1,
+    worker: bool = True,
 ) -> None:
     """Run the API with uvicorn in this process (one worker: the runtime holds the model in memory).
 
@@ -119,7 +130,7 @@ def serve(
 
     torch.set_num_threads(torch_threads)
     uvicorn.run(
-        create_app(home, api_key=api_key, protect_writes=protect_writes),
+        create_app(home, api_key=api_key, protect_writes=protect_writes, worker=worker),
         host=host,
         port=port,
         log_level=log_level,

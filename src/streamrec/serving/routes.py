@@ -9,7 +9,7 @@ errors (``KeyError``, ``LookupError``).
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Security
 from fastapi.responses import PlainTextResponse
@@ -33,7 +33,9 @@ from streamrec.serving.schemas import (
     SearchResults,
     SessionRequest,
     SimilarItems,
+    UpdateJob,
 )
+from streamrec.training.continual import UpdateInProgress
 
 API_KEY_ENV = "STREAMREC_API_KEY"
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's admin API key")
@@ -263,3 +265,27 @@ def reload(runtime: RuntimeDep) -> dict[str, Any]:
     except LookupError as error:
         raise HTTPException(409, str(error)) from None
     return {"model_version": loaded.version, "catalogue_items": len(loaded.search) if loaded.search else 0}
+
+
+UpdateStrategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
+
+
+@admin.post(
+    "/update",
+    response_model=UpdateJob,
+    status_code=202,
+    responses={409: {"description": "an update is already running"}},
+)
+def start_update(request: Request, strategy: UpdateStrategy | None = None) -> dict[str, Any]:
+    """Learn the events since the live version now, in a child process; it is promoted only if it is
+    not worse than the live version on the newest events (see ``GET /admin/update`` for its outcome)."""
+    try:
+        return request.app.state.updates.start(strategy)
+    except UpdateInProgress as error:
+        raise HTTPException(409, str(error)) from None
+
+
+@admin.get("/update", response_model=UpdateJob)
+def update_status(request: Request) -> dict[str, Any]:
+    """The running or last update started by this server: exit code and output."""
+    return request.app.state.updates.status()

@@ -117,3 +117,14 @@ class Promotion(BaseModel):
 class Reloaded(BaseModel):
     model_version: str
     catalogue_items: int
+
+
+class UpdateJob(BaseModel):
+    """The update launched by ``POST /admin/update`` (or the last one)."""
+
+    running: bool
+    pid: int | None
+    started_at: float | None
+    strategy: str | None = None
+    exit_code: int | None = None
+    output: str = ""
