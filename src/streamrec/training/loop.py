@@ -67,7 +67,7 @@ class TrainingBatches:
 
 
 def _learns(data: TrainingData, user: int, max_len: int) -> bool:
-    return data.learn is None or bool(data.learn[user][-max_len:].any())
+    return data.learn is None or bool(data.learn[user][1:][-max_len:].any())
 
 
 @dataclass

@@ -97,7 +97,6 @@ def update(
     if config.strategy == "full":
         return _refit(model, data, config, text_embeddings, started, progress)
     base = model.grow(data.n_items, text_embeddings) if data.n_items > model.n_items else copy.deepcopy(model)
-    known_items = model.n_items
     rng = np.random.default_rng(config.seed)
     learn = list(data.learn)
     if config.strategy != "finetune":
@@ -108,7 +107,9 @@ def update(
     student = copy.deepcopy(base)
     assert student.net is not None
     before = {name: p.detach().clone() for name, p in student.net.named_parameters()}
+    untrained = student.net.id_trained == 0  # ID rows no fit or update has trained yet
     student.net.id_trained[1 + np.unique(learned)] = 1.0  # new items' ID rows join in
+    untrained &= student.net.id_trained > 0  # the adapter strategy lets exactly these rows learn
     train_config = replace(
         model.config,
         epochs=config.epochs,
@@ -123,7 +124,7 @@ def update(
         teacher = copy.deepcopy(base.net).eval().requires_grad_(False)
         distillation = Distillation(teacher, config.distill_weight, config.distill_temperature)
     if config.strategy == "adapter":
-        trainable = _train_adapters(student, train, train_config, config, known_items, progress)
+        trainable = _train_adapters(student, train, train_config, config, untrained, progress)
     else:
         train_network(student.net, train, train_config, progress=progress, distillation=distillation)
         trainable = sum(p.numel() for p in student.net.parameters())
@@ -161,7 +162,7 @@ def _train_adapters(
     data: TrainingData,
     train_config,
     config: UpdateConfig,
-    known_items: int,
+    untrained: torch.Tensor,
     progress: bool,
 ) -> int:
     """LoRA on the transformer and text projection plus new items' ID rows; merged back in place.
@@ -179,12 +180,11 @@ def _train_adapters(
     wrapped = peft.get_peft_model(net, replace(lora, target_modules=targets))  # freezes the base weights
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     hook = None
-    new_rows = net.n_items - known_items
+    new_rows = int(untrained.sum())
     if net.id_embedding is not None and new_rows > 0:
         weight = net.id_embedding.weight
         weight.requires_grad_(True)
-        only_new = torch.zeros(weight.shape[0], 1, device=weight.device)
-        only_new[known_items + 1 :] = 1.0
+        only_new = untrained.to(weight.dtype)[:, None]
         hook = weight.register_hook(lambda grad: grad * only_new)
         trainable += new_rows * weight.shape[1]
     train_network(net, data, replace(train_config, weight_decay=0.0), progress=progress)
