@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the main job on the embedded default (SQLite + local files, no servers).
-# simulate a drifting event stream → ingest it → stats → train the text-aware model → recommend.
+# simulate a drifting event stream → ingest it → stats → train the text-aware model → recommend
+# → more events → incremental update → serve.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STREAMREC=.venv/bin/streamrec
@@ -10,7 +11,11 @@ rm -rf "$HOME_DIR"
 echo "== 1. simulate a synthetic stream with planted topics, habits and a taste shift"
 $STREAMREC simulate --out "$HOME_DIR/sim" --users 400 --items 600 --events 30000 --seed 7
 
-echo "== 2. ingest events and items into the durable event log"
+echo "== 2. ingest events and items into the durable event log (the first 24,000 events for now)"
+mkdir -p "$HOME_DIR/later"
+tail -n +24001 "$HOME_DIR/sim/events.jsonl" > "$HOME_DIR/later/events.jsonl"
+head -n 24000 "$HOME_DIR/sim/events.jsonl" > "$HOME_DIR/sim/events.first.jsonl"
+mv "$HOME_DIR/sim/events.first.jsonl" "$HOME_DIR/sim/events.jsonl"
 $STREAMREC ingest "$HOME_DIR/sim" --home "$HOME_DIR/recs"
 echo "   (ingesting the same folder again stores nothing twice:)"
 $STREAMREC ingest "$HOME_DIR/sim" --home "$HOME_DIR/recs" --quiet
@@ -28,9 +33,14 @@ done
 echo "   an unknown user gets what is trending:"
 $STREAMREC recommend nobody --home "$HOME_DIR/recs" -k 3
 
+echo "== 6. 6,000 more events arrive; the model learns them incrementally (replay + distillation)"
+$STREAMREC ingest "$HOME_DIR/later" --home "$HOME_DIR/recs" --quiet
+$STREAMREC update --home "$HOME_DIR/recs" --quiet
+$STREAMREC models list --home "$HOME_DIR/recs"
+
 PORT=${DEMO_PORT:-8000}
 URL="http://127.0.0.1:$PORT"
-echo "== 6. serve it over HTTP on $URL (OpenAPI docs at $URL/docs)"
+echo "== 7. serve it over HTTP on $URL (OpenAPI docs at $URL/docs)"
 $STREAMREC serve --home "$HOME_DIR/recs" --port "$PORT" > "$HOME_DIR/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
