@@ -159,7 +159,7 @@ def _model_options(sub: argparse.ArgumentParser) -> None:
 
 def _update_options(sub: argparse.ArgumentParser, *, full_epochs: int | None) -> None:
     group = sub.add_argument_group("incremental update")
-    group.add_argument("--update-epochs", type=int, default=3, help="passes over the new events (default 3)")
+    group.add_argument("--update-epochs", type=int, default=5, help="passes over the new events (default 5)")
     group.add_argument("--update-lr", type=float, default=1e-3)
     group.add_argument("--replay-users", type=int, default=1000, help="past sequences replayed per update")
     group.add_argument("--distill-weight", type=float, default=0.5, help="λ of the distillation term")

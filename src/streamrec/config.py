@@ -36,7 +36,7 @@ class Settings:
     update_every_events: int = 10_000  # the worker updates after this many new events …
     update_every_seconds: float = 3600.0  # … or this long after the last update, whichever comes first
     update_min_events: int = 50  # fewer new events than this: nothing worth an update yet
-    update_epochs: int = 3
+    update_epochs: int = 5
     update_lr: float = 1e-3
     replay_users: int = 1000
     distill_weight: float = 0.5

@@ -40,7 +40,7 @@ class UpdateConfig:
     """How an incremental update learns; ``full`` only reads ``full_epochs`` and ``seed``."""
 
     strategy: str = "replay-distill"
-    epochs: int = 3  # passes over the new events (and the replayed sequences)
+    epochs: int = 5  # passes over the new events (and the replayed sequences)
     lr: float = 1e-3
     replay_users: int = 1000  # past user sequences replayed per update
     distill_weight: float = 0.5  # λ of the distillation term (replay-distill)
