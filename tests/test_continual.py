@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -48,13 +47,6 @@ def built_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         train_and_register(store, home, MODEL, text_model="unused", progress=False)
         store.log.append(events[FIRST:])
     return home
-
-
-@pytest.fixture
-def home(built_home: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "home"
-    shutil.copytree(built_home, copy, ignore=shutil.ignore_patterns("*-shm"))
-    return copy
 
 
 def registry_of(home: Path) -> Registry:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import sys
@@ -53,14 +52,6 @@ def client(built_home: Path) -> Iterator[TestClient]:
     """A read-only client on the shared home (tests that write use ``home`` copies)."""
     with TestClient(create_app(built_home, api_key=KEY)) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def home(built_home: Path, tmp_path: Path) -> Path:
-    """A private copy of the trained home, for tests that write to it."""
-    copy = tmp_path / "home"
-    shutil.copytree(built_home, copy, ignore=shutil.ignore_patterns("*-shm"))
-    return copy
 
 
 def topic_users(stream: SyntheticStream, topic: int) -> list[str]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from streamrec.bench.offline import default_text_cache, load_into_store
 from streamrec.bench.report import write_result
-from streamrec.evaluation.prequential import StreamSplit, cut_into_periods, score_examples
+from streamrec.evaluation.prequential import Examples, StreamSplit, cut_into_periods, score_examples
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.store import open_store
 from streamrec.training.fit import prepare
@@ -136,8 +136,37 @@ def run_stream_benchmark(
         "strategies": results,
     }
     write_result(out, result)
+    out.with_suffix(".md").write_text(markdown_table(result))
     save_stream_plots(out, result)
     return result
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The per-strategy summary as a Markdown table (written beside the JSON)."""
+    columns = [
+        ("NDCG@10", "ndcg@10_mean"),
+        ("vs full", "ndcg_vs_full"),
+        ("HR@10", "hr@10_mean"),
+        ("cold HR@10", "cold_hr@10_mean"),
+        ("s / update", "update_seconds_median"),
+        ("cost vs full", "cost_vs_full"),
+        ("forgetting", "forgetting"),
+        ("weights trained", "trainable_fraction_median"),
+    ]
+    lines = [
+        f"# Streaming benchmark: {result['dataset']}, {result['periods']} periods",
+        "",
+        f"Protocol: {result['protocol']}",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        "| strategy | " + " | ".join(title for title, _ in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for name, values in result["strategies"].items():
+        cells = ["" if values.get(key) is None else str(values[key]) for _, key in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _text_for(config: SASRecConfig, text: np.ndarray | None, n_items: int) -> np.ndarray | None:
@@ -148,8 +177,8 @@ def _run_strategy(
     name: str,
     model: SASRec,
     split: StreamSplit,
-    examples: dict,
-    forgetting_slice,
+    examples: dict[int, Examples],
+    forgetting_slice: Examples,
     update_config: UpdateConfig,
     text: np.ndarray | None,
     progress: bool,

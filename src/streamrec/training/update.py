@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from streamrec.models.base import TrainingData
-from streamrec.models.sasrec import SASRec
+from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.training.loop import Distillation, train_network
 
 Strategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
@@ -160,7 +160,7 @@ def _with_replay(
 def _train_adapters(
     student: SASRec,
     data: TrainingData,
-    train_config,
+    train_config: SASRecConfig,
     config: UpdateConfig,
     untrained: torch.Tensor,
     progress: bool,
