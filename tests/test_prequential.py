@@ -221,3 +221,14 @@ def test_stream_benchmark_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Mo
     assert static["ndcg@10_per_period"][0] == written["strategies"]["finetune"]["ndcg@10_per_period"][0]
     assert out.with_suffix(".png").stat().st_size > 0
     assert result["strategies"] == written["strategies"]
+
+
+def test_cold_only_examples_are_exactly_the_cold_events_of_the_period() -> None:
+    split = cut_into_periods(random_log(), 4)
+    rng = np.random.default_rng(0)
+    for period in range(1, 4):
+        everything = split.examples(period, None, rng)
+        cold = split.examples(period, None, rng, cold_only=True)
+        assert cold.cold.all()
+        assert len(cold) == int(everything.cold.sum())
+        assert sorted(cold.targets.tolist()) == sorted(everything.targets[everything.cold].tolist())

@@ -46,19 +46,25 @@ class StreamSplit:
             learn=[p[k] == period for p, k in zip(self.periods, keep, strict=True)],
         )
 
-    def examples(self, period: int, limit: int | None, rng: np.random.Generator) -> Examples:
-        """Each event of ``period`` as (history so far, target); a uniform sample of ``limit`` if given."""
+    def examples(
+        self, period: int, limit: int | None, rng: np.random.Generator, *, cold_only: bool = False
+    ) -> Examples:
+        """Each event of ``period`` as (history so far, target); a uniform sample of ``limit`` if given.
+
+        ``cold_only`` keeps the events whose item first appeared in this period (a
+        uniform sample of the whole period holds too few of them to measure cold start).
+        """
+        known_before = int(self.n_items[period - 1]) if period > 0 else 0
         pairs = [
             (user, index)
             for user, p in enumerate(self.periods)
             for index in np.flatnonzero(p == period)
-            if index > 0
+            if index > 0 and (not cold_only or self.data.sequences[user][index] >= known_before)
         ]
         if limit is not None and len(pairs) > limit:
             pairs = [pairs[i] for i in np.sort(rng.choice(len(pairs), size=limit, replace=False))]
         histories = [self.data.sequences[u][:i] for u, i in pairs]
         targets = np.array([self.data.sequences[u][i] for u, i in pairs], dtype=np.int64)
-        known_before = int(self.n_items[period - 1]) if period > 0 else 0
         return Examples(histories, targets, targets >= known_before, int(self.n_items[period]))
 
 
