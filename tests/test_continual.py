@@ -212,3 +212,24 @@ def test_admin_update_over_http(home: Path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.2)
     assert np.isfinite(registry_of(home).get("v0002").guardrail["candidate_ndcg@10"])
+
+
+def test_models_and_update_commands(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from streamrec.cli import main
+
+    (home / "streamrec.toml").write_text(
+        "update_epochs = 1\nupdate_min_events = 10\nguardrail_epsilon = 1.0\n"
+    )
+    assert main(["models", "rollback", "--home", str(home)]) == 2
+    assert "no earlier live version" in capsys.readouterr().err
+    assert main(["update", "--home", str(home), "--strategy", "replay", "--quiet"]) == 0
+    assert "v0002 (replay): promoted, now live" in capsys.readouterr().out
+    assert main(["models", "list", "--home", str(home)]) == 0
+    listing = capsys.readouterr().out
+    assert "v0001    retired" in listing and "v0002    live" in listing
+    assert main(["models", "show", "--home", str(home)]) == 0
+    assert '"parent": "v0001"' in capsys.readouterr().out
+    assert main(["models", "promote", "v0009", "--home", str(home)]) == 2
+    assert "no model version 'v0009'" in capsys.readouterr().err
+    assert main(["models", "rollback", "--home", str(home)]) == 0
+    assert registry_of(home).live() == "v0001"
