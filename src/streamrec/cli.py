@@ -342,6 +342,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from streamrec.config import load_settings
     from streamrec.registry import Registry
@@ -354,14 +358,15 @@ def cmd_models(args: argparse.Namespace) -> int:
             if args.json:
                 _print_json([v.to_dict() for v in versions])
                 return 0
-            print(
-                f"{'version':8} {'status':9} {'strategy':15} {'parent':7} {'offset':>9} {'ndcg@10':>8}  notes"
-            )
+            # NDCG@10: a full fit's on each user's last item; an update's on the held-out newest
+            # events, beside the live model's on the same events ("vs live").
+            header = ("version", "status", "strategy", "parent", "offset", "ndcg@10", "vs live")
+            print("{:8} {:9} {:15} {:7} {:>9} {:>8} {:>8}  notes".format(*header))
             for v in versions:
-                ndcg = v.metrics.get("ndcg@10")
+                ndcg, live_ndcg = v.metrics.get("ndcg@10"), v.guardrail.get("live_ndcg@10")
                 print(
                     f"{v.version:8} {v.status:9} {v.strategy:15} {v.parent or '-':7}"
-                    f" {v.trained_through_offset:>9} {'-' if ndcg is None else f'{ndcg:.4f}':>8}"
+                    f" {v.trained_through_offset:>9} {_number(ndcg):>8} {_number(live_ndcg):>8}"
                     f"  {v.notes[:60]}"
                 )
         elif args.action == "show":
