@@ -80,10 +80,6 @@ class WorkerProcess:
                 _streamrec("worker", "--home", str(self.home)), stdout=log, stderr=subprocess.STDOUT
             )
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
-
     def stop(self, timeout: float = 10.0) -> None:
         if self._process is None or self._process.poll() is not None:
             return

@@ -127,8 +127,7 @@ def run_update(
         histories, targets = holdout_examples(judged)
         encoder = text_encoder_for(Path(home), info.text_model) if info.text_model else None
         text = encoder.encode(judged.texts, progress=progress) if encoder else None
-        n_items = len(judged.items)
-        live_ndcg = _ndcg(model.grow(n_items, text), histories, targets)
+        live_ndcg = _ndcg(model.grow(len(judged.items), text), histories, targets)
 
         config = update_config_from(settings, strategy)
         trailing = trailing_live_ndcg(registry, settings.drift_window)
