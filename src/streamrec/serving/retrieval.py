@@ -77,12 +77,29 @@ class Retriever(ABC):
     def build(self, vectors: np.ndarray) -> Retriever:
         """Index ``vectors`` ``[n, d]`` from scratch (ids ``0 .. n - 1``); returns ``self``."""
 
-    @abstractmethod
     def search(
         self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` ids of largest inner product per query, best first: ids ``[b, k]`` int64 and
-        scores ``[b, k]`` float32. ``exclude[i]`` lists ids query ``i`` must not get."""
+        scores ``[b, k]`` float32 (-1 / -inf where fewer exist). ``exclude[i]`` lists ids query
+        ``i`` must not get."""
+        queries = _as_matrix(queries, self.dim or None)
+        _check_exclude(exclude, len(queries))
+        ids, scores = _empty(len(queries), k)
+        if k > 0 and len(self):
+            self._fill(queries, k, exclude, ids, scores)
+        return ids, scores
+
+    @abstractmethod
+    def _fill(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Sequence[np.ndarray] | None,
+        ids: np.ndarray,
+        scores: np.ndarray,
+    ) -> None:
+        """Write each query's best ids and scores into ``ids`` / ``scores`` (validated, non-empty)."""
 
     @abstractmethod
     def add(self, vectors: np.ndarray) -> np.ndarray:
@@ -155,14 +172,14 @@ class ExactRetriever(Retriever):
         clone._size, clone.dim = self._size, self.dim
         return clone
 
-    def search(
-        self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        queries = _as_matrix(queries, self.dim or None)
-        _check_exclude(exclude, len(queries))
-        ids, scores = _empty(len(queries), k)
-        if k <= 0 or not self._size:
-            return ids, scores
+    def _fill(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Sequence[np.ndarray] | None,
+        ids: np.ndarray,
+        scores: np.ndarray,
+    ) -> None:
         rows_per_block = max(1, _EXACT_CHUNK // self._size)
         for start in range(0, len(queries), rows_per_block):
             block = queries[start : start + rows_per_block] @ self.vectors.T  # [rows, n]
@@ -182,7 +199,6 @@ class ExactRetriever(Retriever):
             best[values == -np.inf] = -1  # excluded ids that still made the cut
             ids[start : start + len(block), :take] = best
             scores[start : start + len(block), :take] = values
-        return ids, scores
 
 
 class ANNRetriever(Retriever):
@@ -275,14 +291,14 @@ class ANNRetriever(Retriever):
         clone._index = None if self._index is None else self._index.copy()
         return clone
 
-    def search(
-        self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        queries = _as_matrix(queries, self.dim or None)
-        _check_exclude(exclude, len(queries))
-        ids, scores = _empty(len(queries), k)
-        if k <= 0 or not self._size:
-            return ids, scores
+    def _fill(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Sequence[np.ndarray] | None,
+        ids: np.ndarray,
+        scores: np.ndarray,
+    ) -> None:
         extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
         count = min(k + extra, self._size)
         matches = self._index.search(queries, count, threads=self.threads)
@@ -300,7 +316,6 @@ class ANNRetriever(Retriever):
             order = np.argsort(-row_values, kind="stable")[:k]
             ids[row, : len(order)] = row_ids[order]
             scores[row, : len(order)] = row_values[order]
-        return ids, scores
 
     def describe(self) -> dict[str, Any]:
         return {

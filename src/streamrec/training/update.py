@@ -96,7 +96,8 @@ def update(
     started = time.perf_counter()
     if config.strategy == "full":
         return _refit(model, data, config, text_embeddings, started, progress)
-    base = model.grow(data.n_items, text_embeddings) if data.n_items > model.n_items else copy.deepcopy(model)
+    grows = data.n_items > model.n_items
+    student = model.grow(data.n_items, text_embeddings) if grows else copy.deepcopy(model)
     rng = np.random.default_rng(config.seed)
     learn = list(data.learn)
     if config.strategy != "finetune":
@@ -104,9 +105,12 @@ def update(
     train = replace(data, learn=learn)
     learned_targets = [s[1:][m[1:]] for s, m in zip(data.sequences, learn, strict=True) if len(s) >= 2]
     learned = np.concatenate(learned_targets) if learned_targets else np.zeros(0, dtype=np.int64)
-    student = copy.deepcopy(base)
     assert student.net is not None
     before = {name: p.detach().clone() for name, p in student.net.named_parameters()}
+    distillation = None
+    if config.strategy == "replay-distill":  # the previous model, grown like the student, frozen
+        teacher = copy.deepcopy(student.net).eval().requires_grad_(False)
+        distillation = Distillation(teacher, config.distill_weight, config.distill_temperature)
     untrained = student.net.id_trained == 0  # ID rows no fit or update has trained yet
     student.net.id_trained[1 + np.unique(learned)] = 1.0  # new items' ID rows join in
     untrained &= student.net.id_trained > 0  # the adapter strategy lets exactly these rows learn
@@ -118,11 +122,6 @@ def update(
         max_minutes=None,
         seed=config.seed,
     )
-    distillation = None
-    if config.strategy == "replay-distill":
-        assert base.net is not None
-        teacher = copy.deepcopy(base.net).eval().requires_grad_(False)
-        distillation = Distillation(teacher, config.distill_weight, config.distill_temperature)
     if config.strategy == "adapter":
         trainable = _train_adapters(student, train, train_config, config, untrained, progress)
     else:
