@@ -324,3 +324,23 @@ def test_finetune_learns_a_changed_pattern() -> None:
     before = evaluate(model, histories, targets, ks=(10,), unfiltered=False)["ndcg@10"]
     after = evaluate(updated, histories, targets, ks=(10,), unfiltered=False)["ndcg@10"]
     assert after > before + 0.15
+
+
+def test_update_batch_size_overrides_the_models_for_the_update_only(
+    hybrid: SASRec, new_data: TrainingData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import streamrec.training.update as update_module
+
+    seen: list[int] = []
+    real_train_network = update_module.train_network
+
+    def spy(net, data, config, **options):
+        seen.append(config.batch_size)
+        return real_train_network(net, data, config, **options)
+
+    monkeypatch.setattr(update_module, "train_network", spy)
+    for batch_size in (None, 4):
+        config = UpdateConfig(strategy="finetune", epochs=1, batch_size=batch_size)
+        result = update(hybrid, new_data, config, text_embeddings=TEXT)
+    assert seen == [hybrid.config.batch_size, 4]
+    assert result.model.config.batch_size == hybrid.config.batch_size  # the saved config is the model's

@@ -161,6 +161,9 @@ def _update_options(sub: argparse.ArgumentParser, *, full_epochs: int | None) ->
     group = sub.add_argument_group("incremental update")
     group.add_argument("--update-epochs", type=int, default=5, help="passes over the new events (default 5)")
     group.add_argument("--update-lr", type=float, default=1e-3)
+    group.add_argument(
+        "--update-batch-size", type=int, help="user rows per update step (default: --batch-size)"
+    )
     group.add_argument("--replay-users", type=int, default=1000, help="past sequences replayed per update")
     group.add_argument("--distill-weight", type=float, default=0.5, help="λ of the distillation term")
     group.add_argument("--distill-temperature", type=float, default=1.0)
@@ -177,6 +180,7 @@ def _update_config(args: argparse.Namespace, strategy: str = "replay-distill"):
         strategy=strategy,
         epochs=args.update_epochs,
         lr=args.update_lr,
+        batch_size=args.update_batch_size,
         replay_users=args.replay_users,
         distill_weight=args.distill_weight,
         distill_temperature=args.distill_temperature,

@@ -38,6 +38,7 @@ class Settings:
     update_min_events: int = 50  # fewer new events than this: nothing worth an update yet
     update_epochs: int = 5
     update_lr: float = 1e-3
+    update_batch_size: int | None = None  # user rows per update step; unset: the model's batch size
     replay_users: int = 1000
     distill_weight: float = 0.5
     full_refit_epochs: int = 30  # a full refit (drift, or strategy "full"): at most this many epochs

@@ -196,9 +196,7 @@ def _run_strategy(
 ) -> dict[str, Any]:
     examples, cold_sets = evaluation  # a uniform sample of each period; all its cold events (capped)
     per_period: list[dict[str, float]] = []
-    seconds: list[float] = []
-    changed: list[float] = []
-    trainable: list[float] = []
+    updates: list[dict[str, Any]] = []
     forgetting_curve: list[float] = []
     last = split.n_periods - 1
     for period in range(1, split.n_periods):
@@ -214,15 +212,14 @@ def _run_strategy(
             model, split.through(period), replace(update_config, strategy=name), text_embeddings=text
         )
         model = result.model
-        seconds.append(result.seconds)
-        changed.append(result.changed_fraction)
-        trainable.append(result.trainable_fraction)
+        updates.append(result.summary())
         forgetting_curve.append(score_examples(model, forgetting_slice)["ndcg@10"])
         _log(
             progress,
             f"{label} period {period}: ndcg@10 {per_period[-1]['ndcg@10']:.4f}, "
             f"update {result.seconds:.1f} s",
         )
+    seconds = [u["seconds"] for u in updates]
     ndcg = [p["ndcg@10"] for p in per_period]
     cold = [p["cold_hr@10"] for p in per_period if p["cold_examples"]]
     summary = {
@@ -240,9 +237,10 @@ def _run_strategy(
         "forgetting": round(forgetting_curve[0] - forgetting_curve[-1], 5) if forgetting_curve else None,
         "forgetting_ndcg@10_curve": [round(v, 5) for v in forgetting_curve],
     }
-    if changed:
-        summary["changed_fraction_median"] = round(statistics.median(changed), 5)
-        summary["trainable_fraction_median"] = round(statistics.median(trainable), 5)
+    if updates:
+        for key in ("changed_fraction", "trainable_fraction"):
+            summary[f"{key}_median"] = round(statistics.median(u[key] for u in updates), 5)
+        summary["updates"] = updates
     return summary
 
 

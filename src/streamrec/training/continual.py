@@ -71,6 +71,7 @@ def update_config_from(settings: Settings, strategy: str | None = None) -> Updat
         strategy=strategy or settings.update_strategy,
         epochs=settings.update_epochs,
         lr=settings.update_lr,
+        batch_size=settings.update_batch_size,
         replay_users=settings.replay_users,
         distill_weight=settings.distill_weight,
         full_epochs=settings.full_refit_epochs,

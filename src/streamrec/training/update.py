@@ -42,6 +42,9 @@ class UpdateConfig:
     strategy: str = "replay-distill"
     epochs: int = 5  # passes over the new events (and the replayed sequences)
     lr: float = 1e-3
+    # User rows per step; None: the model config's. Smaller batches give more steps for the same
+    # compute, which matters when few users bring long new histories (one row per user).
+    batch_size: int | None = None
     replay_users: int = 1000  # past user sequences replayed per update
     distill_weight: float = 0.5  # λ of the distillation term (replay-distill)
     distill_temperature: float = 1.0
@@ -119,6 +122,7 @@ def update(
         epochs=config.epochs,
         lr=config.lr,
         lr_schedule="constant",
+        batch_size=config.batch_size or model.config.batch_size,
         max_minutes=None,
         seed=config.seed,
     )
