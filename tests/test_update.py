@@ -344,3 +344,31 @@ def test_update_batch_size_overrides_the_models_for_the_update_only(
         result = update(hybrid, new_data, config, text_embeddings=TEXT)
     assert seen == [hybrid.config.batch_size, 4]
     assert result.model.config.batch_size == hybrid.config.batch_size  # the saved config is the model's
+
+
+def new_item_rows(model: SASRec) -> torch.Tensor:
+    assert model.net is not None and model.net.id_embedding is not None
+    return model.net.id_embedding.weight.detach()[1 + N_ITEMS :].clone()
+
+
+def test_new_item_lr_scale_moves_only_new_rows_faster_and_folds_back(
+    hybrid: SASRec, new_data: TrainingData
+) -> None:
+    grown = hybrid.grow(N_ITEMS + NEW, TEXT)
+    assert grown.net is not None
+    table = grown.net.item_table().detach()
+    still = update(
+        hybrid,
+        new_data,
+        UpdateConfig(strategy="finetune", epochs=1, lr=0.0, new_item_lr_scale=8.0),
+        text_embeddings=TEXT,
+    )
+    assert still.model.net is not None
+    assert torch.allclose(still.model.net.item_table().detach(), table, atol=1e-6)  # no learning, no change
+    assert bool((still.model.net.id_trained[1 + N_ITEMS :] == 1.0).all())  # the multiplier is folded back
+    moved = {}
+    for scale in (1.0, 8.0):
+        config = UpdateConfig(strategy="finetune", epochs=2, new_item_lr_scale=scale)
+        result = update(hybrid, new_data, config, text_embeddings=TEXT)
+        moved[scale] = float(new_item_rows(result.model).norm())
+    assert moved[8.0] > 3 * moved[1.0] > 0

@@ -39,6 +39,7 @@ class Settings:
     update_epochs: int = 5
     update_lr: float = 1e-3
     update_batch_size: int | None = None  # user rows per update step; unset: the model's batch size
+    new_item_lr_scale: float = 1.0  # new items' ID rows learn this many times faster in an update
     replay_users: int = 1000
     distill_weight: float = 0.5
     full_refit_epochs: int = 30  # a full refit (drift, or strategy "full"): at most this many epochs

@@ -72,6 +72,7 @@ def update_config_from(settings: Settings, strategy: str | None = None) -> Updat
         epochs=settings.update_epochs,
         lr=settings.update_lr,
         batch_size=settings.update_batch_size,
+        new_item_lr_scale=settings.new_item_lr_scale,
         replay_users=settings.replay_users,
         distill_weight=settings.distill_weight,
         full_epochs=settings.full_refit_epochs,

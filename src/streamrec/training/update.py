@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -45,6 +47,10 @@ class UpdateConfig:
     # User rows per step; None: the model config's. Smaller batches give more steps for the same
     # compute, which matters when few users bring long new histories (one row per user).
     batch_size: int | None = None
+    # New items' ID rows (first trained by this update) learn this many times faster than the
+    # rest: they start from zero and must catch up within one update, while the trained
+    # network should move gently.
+    new_item_lr_scale: float = 1.0
     replay_users: int = 1000  # past user sequences replayed per update
     distill_weight: float = 0.5  # λ of the distillation term (replay-distill)
     distill_temperature: float = 1.0
@@ -116,7 +122,7 @@ def update(
         distillation = Distillation(teacher, config.distill_weight, config.distill_temperature)
     untrained = student.net.id_trained == 0  # ID rows no fit or update has trained yet
     student.net.id_trained[1 + np.unique(learned)] = 1.0  # new items' ID rows join in
-    untrained &= student.net.id_trained > 0  # the adapter strategy lets exactly these rows learn
+    untrained &= student.net.id_trained > 0  # exactly the rows this update trains first
     train_config = replace(
         model.config,
         epochs=config.epochs,
@@ -126,11 +132,12 @@ def update(
         max_minutes=None,
         seed=config.seed,
     )
-    if config.strategy == "adapter":
-        trainable = _train_adapters(student, train, train_config, config, untrained, progress)
-    else:
-        train_network(student.net, train, train_config, progress=progress, distillation=distillation)
-        trainable = sum(p.numel() for p in student.net.parameters())
+    with _faster_rows(student.net, untrained, config.new_item_lr_scale):
+        if config.strategy == "adapter":
+            trainable = _train_adapters(student, train, train_config, config, untrained, progress)
+        else:
+            train_network(student.net, train, train_config, progress=progress, distillation=distillation)
+            trainable = sum(p.numel() for p in student.net.parameters())
     student.net.eval()
     total = sum(p.numel() for p in student.net.parameters())
     changed = sum(int((p.detach() != before[name]).sum()) for name, p in student.net.named_parameters())
@@ -144,6 +151,29 @@ def update(
         trainable_fraction=trainable / total,
         changed_fraction=changed / total,
     )
+
+
+@contextmanager
+def _faster_rows(net: torch.nn.Module, rows: torch.Tensor, scale: float) -> Iterator[None]:
+    """Train ID ``rows`` as ``scale × w`` (through the ``id_trained`` multiplier), then fold it back.
+
+    Adam moves every weight by about the learning rate per step whatever its
+    gradient's size, so this reparametrisation makes exactly these rows move
+    ``scale`` times faster; the item table itself is unchanged at entry and exit.
+    """
+    embedding = getattr(net, "id_embedding", None)
+    if embedding is None or scale == 1.0 or not bool(rows.any()):
+        yield
+        return
+    with torch.no_grad():
+        embedding.weight[rows] /= scale
+        net.id_trained[rows] = scale
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            embedding.weight[rows] *= scale
+            net.id_trained[rows] = 1.0
 
 
 def _with_replay(
