@@ -200,7 +200,8 @@ def _run_strategy(
     forgetting_curve: list[float] = []
     last = split.n_periods - 1
     for period in range(1, split.n_periods):
-        model = model.grow(int(split.n_items[period]), text)
+        if split.n_items[period] > model.n_items:
+            model = model.grow(int(split.n_items[period]), text)
         scored = score_examples(model, examples[period])
         cold = score_examples(model, cold_sets[period])
         scored.update({"cold_examples": cold["examples"], "cold_hr@10": cold["hr@10"]})
