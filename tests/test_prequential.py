@@ -216,6 +216,8 @@ def test_stream_benchmark_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Mo
     for name in ("finetune", "replay-distill:id"):
         learner = written["strategies"][name]
         assert len(learner["update_seconds"]) == 1 and learner["update_seconds_median"] > 0
+        (summary,) = learner["updates"]  # one per update, as update() reports it
+        assert summary["strategy"] == name.split(":")[0] and summary["learned_events"] > 0
         assert learner["forgetting"] == 0.0  # one update: the curve has a single point
     # the first period is scored before any update, so static and finetune agree there
     assert static["ndcg@10_per_period"][0] == written["strategies"]["finetune"]["ndcg@10_per_period"][0]
