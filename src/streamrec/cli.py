@@ -176,7 +176,7 @@ def _update_options(sub: argparse.ArgumentParser, *, full_epochs: int | None) ->
     )
 
 
-def _update_config(args: argparse.Namespace, strategy: str = "replay-distill"):
+def _update_config(args: argparse.Namespace, strategy: str = "replay"):
     from streamrec.training.update import UpdateConfig
 
     return UpdateConfig(
@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument(
         "--strategy",
         choices=["finetune", "replay", "replay-distill", "adapter", "full"],
-        help="default: update_strategy from streamrec.toml (replay-distill)",
+        help="default: update_strategy from streamrec.toml (replay)",
     )
     upd.add_argument("--no-promote", action="store_true", help="keep a passing candidate as a candidate")
     upd.add_argument("--json", action="store_true")

@@ -32,7 +32,7 @@ class Settings:
     ingest_batch_size: int = 20_000
 
     # Continual learning (``streamrec update`` / ``worker``).
-    update_strategy: str = "replay-distill"  # finetune | replay | replay-distill | adapter | full
+    update_strategy: str = "replay"  # finetune | replay | replay-distill | adapter | full
     update_every_events: int = 10_000  # the worker updates after this many new events …
     update_every_seconds: float = 3600.0  # … or this long after the last update, whichever comes first
     update_min_events: int = 50  # fewer new events than this: nothing worth an update yet

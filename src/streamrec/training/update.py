@@ -41,7 +41,7 @@ ADAPTER_TARGETS = ["self_attn", "linear1", "linear2", "text_projection"]
 class UpdateConfig:
     """How an incremental update learns; ``full`` only reads ``full_epochs`` and ``seed``."""
 
-    strategy: str = "replay-distill"
+    strategy: str = "replay"
     epochs: int = 5  # passes over the new events (and the replayed sequences)
     lr: float = 1e-3
     # User rows per step; None: the model config's. Smaller batches give more steps for the same
