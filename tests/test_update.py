@@ -372,3 +372,12 @@ def test_new_item_lr_scale_moves_only_new_rows_faster_and_folds_back(
         result = update(hybrid, new_data, config, text_embeddings=TEXT)
         moved[scale] = float(new_item_rows(result.model).norm())
     assert moved[8.0] > 3 * moved[1.0] > 0
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [({"batch_size": 0}, "batch_size"), ({"new_item_lr_scale": 0.0}, "new_item_lr_scale")],
+)
+def test_update_config_names_the_bad_field(options: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        UpdateConfig(**options)

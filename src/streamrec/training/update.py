@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from streamrec.models.base import TrainingData
-from streamrec.models.sasrec import SASRec, SASRecConfig
+from streamrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
 from streamrec.training.loop import Distillation, train_network
 
 Strategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
@@ -62,6 +62,10 @@ class UpdateConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy: unknown {self.strategy!r} (known: {', '.join(STRATEGIES)})")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size: must be at least 1 (got {self.batch_size})")
+        if not self.new_item_lr_scale > 0:
+            raise ValueError(f"new_item_lr_scale: must be positive (got {self.new_item_lr_scale})")
 
 
 @dataclass
@@ -154,14 +158,14 @@ def update(
 
 
 @contextmanager
-def _faster_rows(net: torch.nn.Module, rows: torch.Tensor, scale: float) -> Iterator[None]:
+def _faster_rows(net: SASRecNet, rows: torch.Tensor, scale: float) -> Iterator[None]:
     """Train ID ``rows`` as ``scale × w`` (through the ``id_trained`` multiplier), then fold it back.
 
     Adam moves every weight by about the learning rate per step whatever its
     gradient's size, so this reparametrisation makes exactly these rows move
     ``scale`` times faster; the item table itself is unchanged at entry and exit.
     """
-    embedding = getattr(net, "id_embedding", None)
+    embedding = net.id_embedding
     if embedding is None or scale == 1.0 or not bool(rows.any()):
         yield
         return
