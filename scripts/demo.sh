@@ -33,7 +33,7 @@ done
 echo "   an unknown user gets what is trending:"
 $STREAMREC recommend nobody --home "$HOME_DIR/recs" -k 3
 
-echo "== 6. 6,000 more events arrive; the model learns them incrementally (replay + distillation)"
+echo "== 6. 6,000 more events arrive; the model learns them incrementally (replay)"
 $STREAMREC ingest "$HOME_DIR/later" --home "$HOME_DIR/recs" --quiet
 $STREAMREC update --home "$HOME_DIR/recs" --quiet
 $STREAMREC models list --home "$HOME_DIR/recs"
