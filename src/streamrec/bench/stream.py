@@ -203,10 +203,10 @@ def _run_strategy(
         if split.n_items[period] > model.n_items:
             model = model.grow(int(split.n_items[period]), text)
         scored = score_examples(model, examples[period])
-        cold = score_examples(model, cold_sets[period])
-        scored.update({"cold_examples": cold["examples"], "cold_hr@10": cold["hr@10"]})
-        scored["cold_ndcg@10"] = cold["ndcg@10"]
-        per_period.append(scored)
+        cold = score_examples(model, cold_sets[period])  # every target cold: its cold_* are its totals
+        per_period.append(
+            scored | {key: cold[key] for key in ("cold_examples", "cold_hr@10", "cold_ndcg@10")}
+        )
         if name == "static" or period == last:
             continue  # static never learns; learning the last period would never be scored
         result = update(
