@@ -410,6 +410,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> int:
             eval_limit=args.eval_limit or None,
             text_model=args.text_model,
             progress=not args.quiet,
+            tune=args.tune_update,
             command="streamrec " + " ".join(sys.argv[1:]),
         )
     except (ValueError, FileNotFoundError) as error:
@@ -456,6 +457,7 @@ def cmd_bench_offline(args: argparse.Namespace) -> int:
             config=_sasrec_config(args),
             text_model=args.text_model,
             progress=not args.quiet,
+            tune=args.tune_update,
             command="streamrec " + " ".join(sys.argv[1:]),
         )
     except ValueError as error:
@@ -635,6 +637,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stream.add_argument(
         "--eval-limit", type=int, default=3000, help="events scored per period, a uniform sample (0: all)"
+    )
+    stream.add_argument(
+        "--tune-update",
+        action="store_true",
+        help="pick --update-lr, --update-batch-size and --new-item-lr-scale by a test-then-train run on"
+        " period 0 (overrides them)",
     )
     stream.add_argument("--out", type=Path, required=True, help="result JSON (a .png beside it)")
     stream.add_argument("--quiet", action="store_true")

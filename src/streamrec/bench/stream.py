@@ -28,6 +28,7 @@ from streamrec.evaluation.prequential import Examples, StreamSplit, cut_into_per
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.store import open_store
 from streamrec.training.fit import prepare
+from streamrec.training.tuning import tune_update
 from streamrec.training.update import STRATEGIES, UpdateConfig, update
 
 DEFAULT_STRATEGIES = ("static", "full", "finetune", "replay", "replay-distill", "adapter")
@@ -66,8 +67,10 @@ def run_stream_benchmark(
     forgetting_sample: int = 1000,
     text_model: str = "all-MiniLM-L6-v2",
     progress: bool = True,
+    tune: bool = False,
     command: str = "",
 ) -> dict[str, Any]:
+    """Run every strategy side by side; ``tune``: pick the update's step settings on period 0 first."""
     config = config or SASRecConfig()
     update_config = update_config or UpdateConfig()
     specs = {spec: parse_strategy(spec, config.item_tower) for spec in strategies}
@@ -93,6 +96,12 @@ def run_stream_benchmark(
         f"{dataset}: {data_info['events']:,} events in {periods} periods; items per period end "
         f"{split.n_items.tolist()}",
     )
+
+    tuning = None
+    if tune:  # on period 0 only: the periods that are scored never choose the settings
+        tuning = tune_update(split.through(0), config, update_config, text_embeddings=text)
+        update_config = tuning.chosen
+        _log(progress, f"tuned on period 0 in {tuning.seconds:.0f} s: {tuning.summary()['chosen']}")
 
     initial: dict[str, tuple[SASRec, float]] = {}
     for tower in sorted({tower for _, tower in specs.values()}):
@@ -140,6 +149,7 @@ def run_stream_benchmark(
         "cold_examples_per_period": {p: len(e) for p, e in cold_sets.items()},
         "sasrec_config": config.to_dict(),
         "update_config": update_config.__dict__,
+        "update_tuning": tuning.summary() if tuning else None,
         "initial_fit_seconds": {tower: round(s, 2) for tower, (_, s) in initial.items()},
         "text_model": text_model if text is not None else None,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},

@@ -1,0 +1,98 @@
+"""Tuning an update's settings on past events: it keeps the setting that predicts the held-out slices best."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chains import N_ITEMS, TINY
+from streamrec.models.base import TrainingData
+from streamrec.models.sasrec import SASRecConfig
+from streamrec.training.tuning import UPDATE_GRID, tune_update
+from streamrec.training.update import UpdateConfig
+
+BASE = UpdateConfig(epochs=4, replay_users=20, full_epochs=20)
+
+
+def drifting_chains(users: int = 200, seed: int = 0) -> TrainingData:
+    """Users arrive one after another and walk a chain; the later half walks it backwards."""
+    rng = np.random.default_rng(seed)
+    sequences, timestamps = [], []
+    for user in range(users):
+        step = 1 if user < users // 2 else -1
+        item = int(rng.integers(N_ITEMS))
+        walk = []
+        for _ in range(int(rng.integers(8, 14))):
+            walk.append(item)
+            item = (item + step) % N_ITEMS
+        sequences.append(np.array(walk, dtype=np.int64))
+        timestamps.append(user * 1000 + np.arange(len(walk)))
+    return TrainingData(sequences, N_ITEMS, timestamps=timestamps)
+
+
+def test_the_setting_that_learns_the_drift_wins() -> None:
+    grid = ({"lr": 0.0}, {"lr": 5e-3})
+    result = tune_update(drifting_chains(), SASRecConfig(item_tower="id", **TINY), BASE, grid=grid)
+    frozen, learning = (c["ndcg@10_mean"] for c in result.candidates)
+    assert learning > frozen + 0.05
+    assert result.chosen.lr == 5e-3
+    assert (result.chosen.epochs, result.chosen.replay_users) == (4, 20)  # the rest stays the base's
+    assert result.summary()["chosen"] == {"lr": 5e-3, "epochs": 4}
+
+
+def test_equal_scores_keep_the_first_setting() -> None:
+    grid = ({"lr": 0.0, "batch_size": 8}, {"lr": 0.0, "batch_size": 16})  # neither moves the model
+    result = tune_update(drifting_chains(100), SASRecConfig(item_tower="id", **TINY), BASE, grid=grid)
+    assert result.candidates[0]["ndcg@10_mean"] == result.candidates[1]["ndcg@10_mean"]
+    assert result.chosen.batch_size == 8
+
+
+def test_smaller_batches_get_fewer_epochs_for_the_same_compute() -> None:
+    grid = ({"batch_size": 64}, {"batch_size": 2})  # 32 times the optimiser steps per epoch
+    result = tune_update(drifting_chains(100), SASRecConfig(item_tower="id", **TINY), BASE, grid=grid)
+    large, small = (c["settings"]["epochs"] for c in result.candidates)
+    assert large == BASE.epochs and 1 <= small < large
+
+
+def test_the_default_grid_puts_the_gentlest_setting_first() -> None:
+    first = UPDATE_GRID[0]
+    assert all(first[key] <= setting[key] for setting in UPDATE_GRID for key in ("lr", "new_item_lr_scale"))
+    assert all(first["batch_size"] >= setting["batch_size"] for setting in UPDATE_GRID)
+
+
+def test_bad_input_is_refused_naming_the_problem() -> None:
+    config = SASRecConfig(item_tower="id", **TINY)
+    data = drifting_chains(40)
+    with pytest.raises(ValueError, match="timestamps"):
+        tune_update(TrainingData(data.sequences, N_ITEMS), config, BASE)
+    with pytest.raises(ValueError, match="slices: must be at least 4"):
+        tune_update(data, config, BASE, slices=3)
+    with pytest.raises(ValueError, match="grid"):
+        tune_update(data, config, BASE, grid=())
+
+
+def test_stream_benchmark_tunes_on_period_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamrec.bench.stream import run_stream_benchmark
+    from streamrec.data.synthetic import simulate
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    simulate(tmp_path / "stream", users=60, items=80, events=3000, seed=0)
+    run_stream_benchmark(
+        dataset="synthetic",
+        data=tmp_path / "stream",
+        out=tmp_path / "stream.json",
+        periods=3,
+        strategies=("replay",),
+        config=SASRecConfig(hidden=16, layers=1, max_len=20, epochs=2, batch_size=64, item_tower="id"),
+        update_config=UpdateConfig(epochs=1, full_epochs=2, replay_users=10),
+        eval_limit=100,
+        progress=False,
+        tune=True,
+    )
+    written = json.loads((tmp_path / "stream.json").read_text())
+    tuning = written["update_tuning"]
+    assert len(tuning["candidates"]) == len(UPDATE_GRID)
+    best = max(tuning["candidates"], key=lambda c: c["ndcg@10_mean"])
+    assert tuning["chosen"] == best["settings"]
+    assert {key: written["update_config"][key] for key in tuning["chosen"]} == tuning["chosen"]
