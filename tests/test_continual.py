@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -233,3 +234,20 @@ def test_models_and_update_commands(home: Path, capsys: pytest.CaptureFixture[st
     assert "no model version 'v0009'" in capsys.readouterr().err
     assert main(["models", "rollback", "--home", str(home)]) == 0
     assert registry_of(home).live() == "v0001"
+
+
+def test_tune_update_command_suggests_the_best_settings(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamrec.cli import main
+
+    (home / "streamrec.toml").write_text("update_epochs = 1\nreplay_users = 20\nfull_refit_epochs = 2\n")
+    assert main(["tune-update", "--home", str(home), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    best = max(summary["candidates"], key=lambda c: c["ndcg@10_mean"])
+    assert summary["chosen"] == best["settings"] and len(summary["candidates"]) == 8
+    assert main(["tune-update", "--home", str(home)]) == 0
+    printed = capsys.readouterr().out
+    assert f"update_lr = {best['settings']['lr']}" in printed and "new_item_lr_scale = " in printed
+    assert main(["tune-update", "--home", str(home / "missing")]) == 2
+    assert "no streamrec home" in capsys.readouterr().err

@@ -329,6 +329,42 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
+# The streamrec.toml key of each setting tune_update chooses.
+TUNED_SETTINGS = {
+    "epochs": "update_epochs",
+    "lr": "update_lr",
+    "batch_size": "update_batch_size",
+    "new_item_lr_scale": "new_item_lr_scale",
+}
+
+
+def cmd_tune_update(args: argparse.Namespace) -> int:
+    from streamrec.config import load_settings
+    from streamrec.store import open_store
+    from streamrec.training.continual import tune_update_settings
+
+    if not Path(args.home).exists():
+        print(f"error: no streamrec home at {args.home}", file=sys.stderr)
+        return 2
+    settings = load_settings(args.home)
+    with open_store(args.home, synchronous=settings.synchronous) as store:
+        try:
+            result = tune_update_settings(store, Path(args.home), settings)
+        except (LookupError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    if args.json:
+        _print_json(result.summary())
+        return 0
+    for candidate in result.candidates:
+        shown = ", ".join(f"{key} {value}" for key, value in candidate["settings"].items())
+        print(f"NDCG@10 {candidate['ndcg@10_mean']:.4f}  {shown}")
+    print(f"\nbest ({result.seconds:.0f} s); to use it, put in {args.home}/streamrec.toml:")
+    for key, value in result.summary()["chosen"].items():
+        print(f"{TUNED_SETTINGS[key]} = {value}")
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
@@ -571,6 +607,14 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--no-promote", action="store_true", help="keep a passing candidate as a candidate")
     upd.add_argument("--json", action="store_true")
     upd.add_argument("--quiet", action="store_true")
+
+    tune = command(
+        "tune-update",
+        cmd_tune_update,
+        "Pick the update's lr, batch size and new-item lr scale by a test-then-train run on the log.",
+    )
+    home_option(tune)
+    tune.add_argument("--json", action="store_true")
 
     worker = command("worker", cmd_worker, "Keep updating the model as events arrive (Ctrl-C stops).")
     home_option(worker)

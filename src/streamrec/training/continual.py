@@ -32,6 +32,7 @@ from streamrec.models.sasrec import SASRec
 from streamrec.registry import Registry, VersionInfo
 from streamrec.store import Store
 from streamrec.training.fit import MODELS_DIR, PreparedData, fit_sasrec, prepare, text_encoder_for
+from streamrec.training.tuning import TuningResult, tune_update
 from streamrec.training.update import UpdateConfig, update
 
 LOCK_FILE = ".update.lock"
@@ -77,6 +78,20 @@ def update_config_from(settings: Settings, strategy: str | None = None) -> Updat
         distill_weight=settings.distill_weight,
         full_epochs=settings.full_refit_epochs,
     )
+
+
+def tune_update_settings(store: Store, home: Path, settings: Settings) -> TuningResult:
+    """Tune the update's step settings on the whole log, with the live version's model settings."""
+    registry = Registry(Path(home) / MODELS_DIR)
+    live = registry.live()
+    if live is None:
+        raise LookupError(f"no live model in {home}: run `streamrec train` first")
+    info = registry.get(live)
+    model_config = SASRec.load(registry.path(live)).config
+    prepared = prepare(store)
+    encoder = text_encoder_for(Path(home), info.text_model) if info.text_model else None
+    text = encoder.encode(prepared.texts, progress=False) if encoder else None
+    return tune_update(prepared.data, model_config, update_config_from(settings), text_embeddings=text)
 
 
 def holdout_examples(prepared: PreparedData) -> tuple[list[np.ndarray], np.ndarray]:
