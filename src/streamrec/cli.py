@@ -87,11 +87,18 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_home(home: Path) -> bool:
+    """Say so on stderr if ``home`` does not exist (commands that read a home cannot start)."""
+    if Path(home).exists():
+        return False
+    print(f"error: no streamrec home at {home} (run `streamrec ingest` first)", file=sys.stderr)
+    return True
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     from streamrec.store import open_store
 
-    if not Path(args.home).exists():
-        print(f"error: no streamrec home at {args.home} (run `streamrec ingest` first)", file=sys.stderr)
+    if _no_home(args.home):
         return 2
     with open_store(args.home) as store:
         stats = store.stats()
@@ -199,8 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from streamrec.store import open_store
     from streamrec.training.fit import train_and_register
 
-    if not Path(args.home).exists():
-        print(f"error: no streamrec home at {args.home} (run `streamrec ingest` first)", file=sys.stderr)
+    if _no_home(args.home):
         return 2
     with open_store(args.home) as store:
         try:
@@ -299,8 +305,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     from streamrec.store import open_store
     from streamrec.training.continual import UpdateInProgress, run_update
 
-    if not Path(args.home).exists():
-        print(f"error: no streamrec home at {args.home}", file=sys.stderr)
+    if _no_home(args.home):
         return 2
     settings = load_settings(args.home)
     with open_store(args.home, synchronous=settings.synchronous) as store:
@@ -343,8 +348,7 @@ def cmd_tune_update(args: argparse.Namespace) -> int:
     from streamrec.store import open_store
     from streamrec.training.continual import tune_update_settings
 
-    if not Path(args.home).exists():
-        print(f"error: no streamrec home at {args.home}", file=sys.stderr)
+    if _no_home(args.home):
         return 2
     settings = load_settings(args.home)
     with open_store(args.home, synchronous=settings.synchronous) as store:
