@@ -25,7 +25,7 @@ from streamrec.serving.app import create_app
 from streamrec.store import open_store
 from streamrec.training import continual
 from streamrec.training.continual import UpdateInProgress, run_update, update_lock
-from streamrec.training.fit import MODELS_DIR, train_and_register
+from streamrec.training.fit import MODELS_DIR, prepare, train_and_register
 from streamrec.training.worker import Trigger
 
 STREAM = StreamConfig(users=80, items=120, events=4000, seed=11)
@@ -76,6 +76,21 @@ def test_update_learns_only_the_events_after_the_live_offset(home: Path, monkeyp
     assert version.guardrail["examples"] > 0
     assert version.guardrail["holdout_offsets"] == [STREAM.events - holdout + 1, STREAM.events]
     assert 0 < version.update["changed_fraction"] <= 1
+
+
+def test_an_earlier_cut_of_the_prepared_log_equals_preparing_it_again(home: Path) -> None:
+    cut, start = FIRST + 1000, FIRST
+    with open_store(home) as store:
+        whole = prepare(store, learn_after=cut)
+        reread = prepare(store, cut, vocabulary=whole.items, learn_after=start)
+    sliced = whole.through(cut, learn_after=start)
+    assert (sliced.users, sliced.items, sliced.through_offset) == (reread.users, reread.items, cut)
+    for field in ("sequences", "timestamps", "event_types", "values", "learn"):
+        left, right = getattr(sliced.data, field), getattr(reread.data, field)
+        assert len(left) == len(right) and all(
+            np.array_equal(a, b, equal_nan=True) for a, b in zip(left, right, strict=True)
+        ), field
+    assert sum(int(m.sum()) for m in sliced.data.learn) == cut - start
 
 
 def test_a_passing_candidate_goes_live_and_the_next_update_starts_from_it(home: Path) -> None:

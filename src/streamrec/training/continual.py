@@ -157,7 +157,7 @@ def run_update(
         if drift and config.strategy != "full":
             config = replace(config, strategy="full")
 
-        train = prepare(store, cut, vocabulary=judged.items, type_names=model.type_names, learn_after=start)
+        train = judged.through(cut, learn_after=start)
         update_started = time.perf_counter()
         if config.strategy == "full":
             fresh_config = replace(model.config, epochs=config.full_epochs or model.config.epochs)

@@ -34,6 +34,28 @@ class PreparedData:
     items: list[str]
     texts: list[str]
     through_offset: int
+    offsets: list[np.ndarray]  # per user: each event's log offset
+
+    def through(self, offset: int, *, learn_after: int | None = None) -> PreparedData:
+        """The events up to log ``offset``, with the same codes, without reading the log again.
+
+        Users with no event by then are left out, as :func:`prepare` would;
+        ``learn_after`` marks the events after that offset as the ones to learn.
+        """
+        keep = [o <= offset for o in self.offsets]
+        users = [u for u, k in enumerate(keep) if k.any()]
+        pick = lambda arrays: None if arrays is None else [arrays[u][keep[u]] for u in users]  # noqa: E731
+        offsets = pick(self.offsets) or []
+        data = replace(
+            self.data,
+            sequences=pick(self.data.sequences) or [],
+            timestamps=pick(self.data.timestamps),
+            event_types=pick(self.data.event_types),
+            values=pick(self.data.values),
+            learn=None if learn_after is None else [o > learn_after for o in offsets],
+        )
+        last = max((int(o[-1]) for o in offsets), default=0)
+        return PreparedData(data, [self.users[u] for u in users], self.items, self.texts, last, offsets)
 
 
 def training_data(table: SequenceTable, n_items: int) -> TrainingData:
@@ -91,11 +113,11 @@ def prepare(
     texts = [catalog[i].text if i in catalog else i for i in items]
     offset = int(table.offsets.max()) if len(table) else 0
     data = training_data(table, len(items))
+    bounds = table.user_ptr
+    offsets = [table.offsets[bounds[u] : bounds[u + 1]] for u in range(len(table.users))]
     if learn_after is not None:
-        bounds = table.user_ptr
-        new = table.offsets > learn_after
-        data.learn = [new[bounds[u] : bounds[u + 1]] for u in range(len(table.users))]
-    return PreparedData(data, table.users, items, texts, offset)
+        data.learn = [o > learn_after for o in offsets]
+    return PreparedData(data, table.users, items, texts, offset, offsets)
 
 
 def text_encoder_for(home: Path, model: str, device: str | None = None) -> TextEncoder:
