@@ -96,3 +96,4 @@ def test_stream_benchmark_tunes_on_period_zero(tmp_path: Path, monkeypatch: pyte
     best = max(tuning["candidates"], key=lambda c: c["ndcg@10_mean"])
     assert tuning["chosen"] == best["settings"]
     assert {key: written["update_config"][key] for key in tuning["chosen"]} == tuning["chosen"]
+    assert "Update settings tuned on period 0" in (tmp_path / "stream.md").read_text()

@@ -180,6 +180,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         "",
         f"Command: `{result['command']}`",
         "",
+        *_tuning_lines(result.get("update_tuning")),
         "| strategy | " + " | ".join(title for title, _ in columns) + " |",
         "|---" * (len(columns) + 1) + "|",
     ]
@@ -187,6 +188,13 @@ def markdown_table(result: dict[str, Any]) -> str:
         cells = ["" if values.get(key) is None else str(values[key]) for _, key in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _tuning_lines(tuning: dict[str, Any] | None) -> list[str]:
+    if not tuning:
+        return []
+    chosen = ", ".join(f"{key} {value}" for key, value in tuning["chosen"].items())
+    return [f"Update settings tuned on period 0 ({tuning['seconds']:.0f} s): {chosen}", ""]
 
 
 def _text_for(config: SASRecConfig, text: np.ndarray | None, n_items: int) -> np.ndarray | None:
