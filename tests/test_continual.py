@@ -259,10 +259,12 @@ def test_tune_update_command_suggests_the_best_settings(
     (home / "streamrec.toml").write_text("update_epochs = 1\nreplay_users = 20\nfull_refit_epochs = 2\n")
     assert main(["tune-update", "--home", str(home), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    best = max(summary["candidates"], key=lambda c: c["ndcg@10_mean"])
-    assert summary["chosen"] == best["settings"] and len(summary["candidates"]) == 8
+    best = max(c["ndcg@10_mean"] for c in summary["candidates"])
+    first_close = next(c for c in summary["candidates"] if c["ndcg@10_mean"] >= 0.99 * best)
+    assert summary["chosen"] == first_close["settings"] and len(summary["candidates"]) == 8
     assert main(["tune-update", "--home", str(home)]) == 0
     printed = capsys.readouterr().out
-    assert f"update_lr = {best['settings']['lr']}" in printed and "new_item_lr_scale = " in printed
+    for key in ("update_epochs", "update_lr", "update_batch_size", "new_item_lr_scale"):  # toml lines
+        assert f"\n{key} = " in printed, key
     assert main(["tune-update", "--home", str(home / "missing")]) == 2
     assert "no streamrec home" in capsys.readouterr().err
