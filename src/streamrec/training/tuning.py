@@ -9,9 +9,9 @@ on the first half, then for each candidate setting scores the next slice of
 events before learning it. Differences of a percent are noise at this scale, so
 the first candidate (the gentlest) within ``tolerance`` of the best mean NDCG@10 wins.
 
-Candidates are compared at equal compute: smaller batches cost more per epoch
-(more optimiser steps), so a batch size gets the epochs that take as long as
-``base.epochs`` at the grid's first batch size, timed on the history itself.
+Candidates are compared at equal compute: a smaller batch takes more optimiser
+steps per epoch but pads less, so a batch size gets the epochs that take as long
+as ``base.epochs`` at the grid's first batch size, timed on the history itself.
 """
 
 from __future__ import annotations
