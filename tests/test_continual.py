@@ -158,7 +158,7 @@ def _consistent(registry: Registry) -> None:
 
 def test_a_process_killed_mid_update_leaves_the_registry_consistent(home: Path) -> None:
     settings = home / "streamrec.toml"
-    settings.write_text("update_epochs = 500\nupdate_min_events = 10\n")  # far longer than the kills
+    settings.write_text("update_epochs = 100000\nupdate_min_events = 10\n")  # far longer than the kills
     command = [sys.executable, "-m", "streamrec.cli", "update", "--home", str(home), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for delay in (0.5, 2.0, 4.0):
