@@ -262,8 +262,10 @@ def test_tune_update_command_suggests_the_best_settings(
     best = max(c["ndcg@10_mean"] for c in summary["candidates"])
     first_close = next(c for c in summary["candidates"] if c["ndcg@10_mean"] >= 0.99 * best)
     assert summary["chosen"] == first_close["settings"] and len(summary["candidates"]) == 8
+    assert summary["tolerance"] == 0.01
     assert main(["tune-update", "--home", str(home)]) == 0
     printed = capsys.readouterr().out
+    assert "the first within 1% of the best" in printed
     for key in ("update_epochs", "update_lr", "update_batch_size", "new_item_lr_scale"):  # toml lines
         assert f"\n{key} = " in printed, key
     assert main(["tune-update", "--home", str(home / "missing")]) == 2

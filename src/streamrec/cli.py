@@ -364,7 +364,7 @@ def cmd_tune_update(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{key} {value}" for key, value in candidate["settings"].items())
         print(f"NDCG@10 {candidate['ndcg@10_mean']:.4f}  {shown}")
     print(
-        f"\nchosen in {result.seconds:.0f} s: the first within 1 % of the best."
+        f"\nchosen in {result.seconds:.0f} s: the first within {result.tolerance:.0%} of the best."
         f" To use it, put in {args.home}/streamrec.toml:"
     )
     for key, value in result.summary()["chosen"].items():

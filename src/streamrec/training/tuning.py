@@ -41,10 +41,16 @@ class TuningResult:
     chosen: UpdateConfig
     candidates: list[dict[str, Any]]  # each setting with its mean NDCG@10 on the held-out slices
     seconds: float
+    tolerance: float  # the chosen one is the first within this fraction of the best
 
     def summary(self) -> dict[str, Any]:
         settings = {key: getattr(self.chosen, key) for key in self.candidates[0]["settings"]}
-        return {"chosen": settings, "candidates": self.candidates, "seconds": round(self.seconds, 2)}
+        return {
+            "chosen": settings,
+            "candidates": self.candidates,
+            "tolerance": self.tolerance,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def tune_update(
@@ -98,7 +104,7 @@ def tune_update(
     best = max(c["ndcg@10_mean"] for c in candidates)
     first = next(c for c in candidates if c["ndcg@10_mean"] >= (1 - tolerance) * best)
     chosen = replace(base, **first["settings"])
-    return TuningResult(chosen, candidates, time.perf_counter() - started)
+    return TuningResult(chosen, candidates, time.perf_counter() - started, tolerance)
 
 
 def _equal_compute_epochs(
