@@ -334,19 +334,10 @@ def cmd_update(args: argparse.Namespace) -> int:
     return 0
 
 
-# The streamrec.toml key of each setting tune_update chooses.
-TUNED_SETTINGS = {
-    "epochs": "update_epochs",
-    "lr": "update_lr",
-    "batch_size": "update_batch_size",
-    "new_item_lr_scale": "new_item_lr_scale",
-}
-
-
 def cmd_tune_update(args: argparse.Namespace) -> int:
     from streamrec.config import load_settings
     from streamrec.store import open_store
-    from streamrec.training.continual import tune_update_settings
+    from streamrec.training.continual import TUNED_SETTING_KEYS, tune_update_settings
 
     if _no_home(args.home):
         return 2
@@ -368,7 +359,7 @@ def cmd_tune_update(args: argparse.Namespace) -> int:
         f" To use it, put in {args.home}/streamrec.toml:"
     )
     for key, value in result.summary()["chosen"].items():
-        print(f"{TUNED_SETTINGS[key]} = {value}")
+        print(f"{TUNED_SETTING_KEYS[key]} = {value}")
     return 0
 
 

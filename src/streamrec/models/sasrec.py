@@ -286,10 +286,15 @@ class SASRec(Recommender):
         meta = {"config": self.config.to_dict(), "n_items": self.n_items, "type_names": self.type_names}
         (folder / NETWORK_FILE).write_text(json.dumps(meta, indent=2))
 
+    @staticmethod
+    def load_config(folder: Path, *, device: str | None = None) -> SASRecConfig:
+        """A saved model's settings, without reading its weights."""
+        return _saved_config(json.loads((folder / NETWORK_FILE).read_text()), device)
+
     @classmethod
     def load(cls, folder: Path, *, device: str | None = None) -> SASRec:
         meta = json.loads((folder / NETWORK_FILE).read_text())
-        config = SASRecConfig(**{**meta["config"], "device": device})
+        config = _saved_config(meta, device)
         state = load_file(str(folder / WEIGHTS_FILE))
         text = state.get("text_embeddings")
         model = cls(config, None if text is None else text[1:].numpy())
@@ -297,3 +302,7 @@ class SASRec(Recommender):
         model.net.load_state_dict(state)
         model.net.eval()
         return model
+
+
+def _saved_config(meta: dict, device: str | None) -> SASRecConfig:
+    return SASRecConfig(**{**meta["config"], "device": device})

@@ -80,18 +80,32 @@ def update_config_from(settings: Settings, strategy: str | None = None) -> Updat
     )
 
 
+# The streamrec.toml key of each UpdateConfig field tune_update chooses (update_config_from, reversed).
+TUNED_SETTING_KEYS = {
+    "epochs": "update_epochs",
+    "lr": "update_lr",
+    "batch_size": "update_batch_size",
+    "new_item_lr_scale": "new_item_lr_scale",
+}
+
+
 def tune_update_settings(store: Store, home: Path, settings: Settings) -> TuningResult:
     """Tune the update's step settings on the whole log, with the live version's model settings."""
     registry = Registry(Path(home) / MODELS_DIR)
-    live = registry.live()
-    if live is None:
-        raise LookupError(f"no live model in {home}: run `streamrec train` first")
+    live = _live_version(registry, home)
     info = registry.get(live)
-    model_config = SASRec.load(registry.path(live)).config
+    model_config = SASRec.load_config(registry.path(live))
     prepared = prepare(store)
     encoder = text_encoder_for(Path(home), info.text_model) if info.text_model else None
     text = encoder.encode(prepared.texts, progress=False) if encoder else None
     return tune_update(prepared.data, model_config, update_config_from(settings), text_embeddings=text)
+
+
+def _live_version(registry: Registry, home: Path) -> str:
+    live = registry.live()
+    if live is None:
+        raise LookupError(f"no live model in {home}: run `streamrec train` first")
+    return live
 
 
 def holdout_examples(prepared: PreparedData) -> tuple[list[np.ndarray], np.ndarray]:
@@ -126,9 +140,7 @@ def run_update(
     started = time.perf_counter()
     registry = Registry(Path(home) / MODELS_DIR)
     with update_lock(Path(home)):
-        live = registry.live()
-        if live is None:
-            raise LookupError(f"no live model in {home}: run `streamrec train` first")
+        live = _live_version(registry, home)
         info = registry.get(live)
         start, last = info.trained_through_offset, store.log.last_offset()
         fresh = last - start
