@@ -84,6 +84,29 @@ def test_event_type_weights_and_auxiliary_heads_shape_the_loss() -> None:
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-4)
 
 
+def test_zero_weighted_context_positions_do_not_count_in_the_loss() -> None:
+    """An update's context positions weigh 0; skipping them must give the fully scored weighted mean."""
+    data = chain_data(20)
+    data.learn = [np.arange(len(s)) >= len(s) - 3 for s in data.sequences]  # the last 2 targets learn
+    config = SASRecConfig(item_tower="id", **TINY)
+    batches = TrainingBatches.from_data(data, config)
+    net = SASRec(config).build(N_ITEMS, [])
+    batch = {
+        name: torch.from_numpy(getattr(batches, name))
+        for name in ("inputs", "targets", "weights", "event_types", "values")
+    }
+    real = batch["targets"] > 0
+    assert 0 < int((batch["weights"] > 0).sum()) < int(real.sum())
+    loss, _ = sequence_loss(net, batch, config, None)
+    table = net.item_table()
+    per_position = torch.nn.functional.cross_entropy(  # every real position scored, weights multiplied in
+        net.encode(batch["inputs"], table)[real] @ table[1:].T, batch["targets"][real] - 1, reduction="none"
+    )
+    weights = batch["weights"][real]
+    expected = (per_position * weights).sum() / weights.sum()
+    assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-4)
+
+
 def test_sampled_softmax_also_learns() -> None:
     split = leave_one_out(chain_data())
     config = SASRecConfig(item_tower="id", epochs=30, loss="sampled", negatives=20, **TINY)

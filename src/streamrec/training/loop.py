@@ -109,10 +109,14 @@ def sequence_loss(
     hidden = net.encode(batch["inputs"], table)
     real = batch["targets"] > 0
     states = hidden[real]  # [N, hidden]: one row per real (position → next item) pair
-    targets = batch["targets"][real]  # [N], item codes + 1
-    weights = batch["weights"][real]
+    # Positions an update only reads as context weigh 0: the next-item loss skips them rather
+    # than scoring them against the whole catalogue and multiplying the result by 0.
+    weighted = batch["weights"][real] > 0
+    learned = states[weighted]
+    targets = batch["targets"][real][weighted]  # item codes + 1
+    weights = batch["weights"][real][weighted]
     if config.loss == "full":
-        loss = full_softmax_loss(states, table[1:], targets - 1, weights, dtype=low_precision)
+        loss = full_softmax_loss(learned, table[1:], targets - 1, weights, dtype=low_precision)
     else:
         assert sampling_log_q is not None
         negatives = (
@@ -120,8 +124,8 @@ def sequence_loss(
             + 1
         )
         correction = math.log(config.negatives)
-        positive = (states * table[targets]).sum(-1) - sampling_log_q[targets - 1] - correction
-        negative = states @ table[negatives].T - sampling_log_q[negatives - 1] - correction  # [N, K]
+        positive = (learned * table[targets]).sum(-1) - sampling_log_q[targets - 1] - correction
+        negative = learned @ table[negatives].T - sampling_log_q[negatives - 1] - correction  # [N, K]
         negative = negative.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
         logits = torch.cat([positive[:, None], negative], dim=1)
         per_example = F.cross_entropy(logits, torch.zeros_like(targets), reduction="none")
