@@ -184,6 +184,17 @@ def test_replay_adds_at_most_replay_users_whole_sequences(
     assert (none.trained_users, none.learned_events) == (finetune.trained_users, finetune.learned_events)
 
 
+def test_replay_share_replays_that_share_of_past_users(hybrid: SASRec, new_data: TrainingData) -> None:
+    # Every user has past events (a new-event user's older ones are unmarked), so all can be drawn.
+    users = len(new_data.sequences)
+    for share in (0.25, 1.0):
+        config = UpdateConfig(strategy="replay", epochs=1, replay_share=share)
+        trained = update(hybrid, new_data, config, text_embeddings=TEXT).trained_users
+        drawn = round(share * users)
+        assert max(NEW_EVENT_USERS, drawn) <= trained <= NEW_EVENT_USERS + drawn
+    assert trained == users  # share 1: everyone
+
+
 def test_adapter_freezes_known_weights_trains_new_rows_and_merges_back(
     hybrid: SASRec, updates: dict[str, tuple[UpdateResult, bool]], tmp_path: Path
 ) -> None:
@@ -376,7 +387,13 @@ def test_new_item_lr_scale_moves_only_new_rows_faster_and_folds_back(
 
 @pytest.mark.parametrize(
     ("options", "field"),
-    [({"batch_size": 0}, "batch_size"), ({"new_item_lr_scale": 0.0}, "new_item_lr_scale")],
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"new_item_lr_scale": 0.0}, "new_item_lr_scale"),
+        ({"replay_share": 0.0}, "replay_share"),
+        ({"replay_share": 1.5}, "replay_share"),
+        ({"replay_users": -1}, "replay_users"),
+    ],
 )
 def test_update_config_names_the_bad_field(options: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"^{field}:"):

@@ -174,7 +174,13 @@ def _update_options(sub: argparse.ArgumentParser, *, full_epochs: int | None) ->
     group.add_argument(
         "--new-item-lr-scale", type=float, default=1.0, help="new items' ID rows learn this much faster"
     )
-    group.add_argument("--replay-users", type=int, default=1000, help="past sequences replayed per update")
+    group.add_argument(
+        "--replay-share",
+        type=float,
+        default=1 / 3,
+        help="share of past users replayed per update (default 1/3)",
+    )
+    group.add_argument("--replay-users", type=int, help="replay exactly this many past users instead")
     group.add_argument("--distill-weight", type=float, default=0.5, help="λ of the distillation term")
     group.add_argument("--distill-temperature", type=float, default=1.0)
     group.add_argument("--lora-rank", type=int, default=8)
@@ -192,6 +198,7 @@ def _update_config(args: argparse.Namespace, strategy: str = "replay"):
         lr=args.update_lr,
         batch_size=args.update_batch_size,
         new_item_lr_scale=args.new_item_lr_scale,
+        replay_share=args.replay_share,
         replay_users=args.replay_users,
         distill_weight=args.distill_weight,
         distill_temperature=args.distill_temperature,

@@ -40,7 +40,8 @@ class Settings:
     update_lr: float = 1e-3
     update_batch_size: int | None = None  # user rows per update step; unset: the model's batch size
     new_item_lr_scale: float = 1.0  # new items' ID rows learn this many times faster in an update
-    replay_users: int = 1000
+    replay_share: float = 1 / 3  # share of past users whose sequences an update replays …
+    replay_users: int | None = None  # … or exactly this many, when set
     distill_weight: float = 0.5
     full_refit_epochs: int = 30  # a full refit (drift, or strategy "full"): at most this many epochs
     # Guardrail: the newest events an update does not train on, to judge it against the live version.

@@ -74,6 +74,7 @@ def update_config_from(settings: Settings, strategy: str | None = None) -> Updat
         lr=settings.update_lr,
         batch_size=settings.update_batch_size,
         new_item_lr_scale=settings.new_item_lr_scale,
+        replay_share=settings.replay_share,
         replay_users=settings.replay_users,
         distill_weight=settings.distill_weight,
         full_epochs=settings.full_refit_epochs,

@@ -5,7 +5,8 @@ vocabulary (:meth:`SASRec.grow`), and learns the events marked in
 ``TrainingData.learn`` with each user's older events as context:
 
 * ``finetune``: the new events only (cheapest; forgets what they do not repeat);
-* ``replay``: plus a bounded, uniform sample of past users' whole sequences;
+* ``replay``: plus a uniform sample of past users' whole sequences, a fixed
+  share of them (a third by default), so the budget grows with the audience;
 * ``replay-distill``: plus a KL term pulling the next-item distribution
   towards the previous version's (knowledge distillation, as in ADER and IncCTR);
 * ``adapter``: the replay data, but only LoRA adapters (peft) on the
@@ -51,7 +52,10 @@ class UpdateConfig:
     # rest: they start from zero and must catch up within one update, while the trained
     # network should move gently.
     new_item_lr_scale: float = 1.0
-    replay_users: int = 1000  # past user sequences replayed per update
+    # Past users whose whole sequences an update replays: this share of them, or exactly
+    # ``replay_users`` when that is set. A share scales with the audience, a count does not.
+    replay_share: float = 1 / 3
+    replay_users: int | None = None
     distill_weight: float = 0.5  # λ of the distillation term (replay-distill)
     distill_temperature: float = 1.0
     lora_rank: int = 8
@@ -64,6 +68,10 @@ class UpdateConfig:
             raise ValueError(f"strategy: unknown {self.strategy!r} (known: {', '.join(STRATEGIES)})")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size: must be at least 1 (got {self.batch_size})")
+        if not 0 < self.replay_share <= 1:
+            raise ValueError(f"replay_share: must be in (0, 1] (got {self.replay_share})")
+        if self.replay_users is not None and self.replay_users < 0:
+            raise ValueError(f"replay_users: must be at least 0 (got {self.replay_users})")
         if not self.new_item_lr_scale > 0:
             raise ValueError(f"new_item_lr_scale: must be positive (got {self.new_item_lr_scale})")
 
@@ -114,7 +122,7 @@ def update(
     rng = np.random.default_rng(config.seed)
     learn = list(data.learn)
     if config.strategy != "finetune":
-        learn = _with_replay(data.sequences, learn, config.replay_users, rng)
+        learn = _with_replay(data.sequences, learn, config, rng)
     train = replace(data, learn=learn)
     learned_targets = [s[1:][m[1:]] for s, m in zip(data.sequences, learn, strict=True) if len(s) >= 2]
     learned = np.concatenate(learned_targets) if learned_targets else np.zeros(0, dtype=np.int64)
@@ -181,12 +189,13 @@ def _faster_rows(net: SASRecNet, rows: torch.Tensor, scale: float) -> Iterator[N
 
 
 def _with_replay(
-    sequences: list[np.ndarray], learn: list[np.ndarray], size: int, rng: np.random.Generator
+    sequences: list[np.ndarray], learn: list[np.ndarray], config: UpdateConfig, rng: np.random.Generator
 ) -> list[np.ndarray]:
-    """Mark the whole sequence of up to ``size`` uniformly drawn past users as learnable too."""
+    """Mark the whole sequences of uniformly drawn past users as learnable too (see ``replay_share``)."""
     past = [
         u for u, (s, m) in enumerate(zip(sequences, learn, strict=True)) if len(s) >= 2 and not m[1:].all()
     ]
+    size = config.replay_users if config.replay_users is not None else round(config.replay_share * len(past))
     chosen = rng.choice(past, size=min(size, len(past)), replace=False) if past else []
     marked = list(learn)
     for user in chosen:
