@@ -64,6 +64,18 @@ def test_smaller_batches_get_fewer_epochs_for_the_same_compute() -> None:
     assert large == BASE.epochs and 1 <= small < large
 
 
+def test_a_budget_sets_the_epochs_from_the_refit_time() -> None:
+    grid = ({"batch_size": 64},)
+    config = SASRecConfig(item_tower="id", **TINY)
+    tight, generous = (
+        tune_update(drifting_chains(100), config, BASE, grid=grid, budget=budget) for budget in (0.02, 0.8)
+    )
+    assert tight.refit_seconds > 0 and generous.summary()["budget"] == 0.8
+    # 40 times the allowance: many more passes (the fit and update timings are noisy, not 40× noisy)
+    assert 1 <= tight.chosen.epochs < generous.chosen.epochs
+    assert generous.chosen.epochs > BASE.epochs
+
+
 def test_the_default_grid_puts_the_gentlest_setting_first() -> None:
     first = UPDATE_GRID[0]
     assert all(first[key] <= setting[key] for setting in UPDATE_GRID for key in ("lr", "new_item_lr_scale"))
@@ -81,6 +93,8 @@ def test_bad_input_is_refused_naming_the_problem() -> None:
         tune_update(data, config, BASE, grid=())
     with pytest.raises(ValueError, match=r"tolerance: must be in \[0, 1\)"):
         tune_update(data, config, BASE, tolerance=1.0)
+    with pytest.raises(ValueError, match=r"budget: must be in \(0, 1\]"):
+        tune_update(data, config, BASE, budget=0.0)
 
 
 def test_stream_benchmark_tunes_on_period_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,3 +123,10 @@ def test_stream_benchmark_tunes_on_period_zero(tmp_path: Path, monkeypatch: pyte
     assert tuning["chosen"] == first_close["settings"]
     assert {key: written["update_config"][key] for key in tuning["chosen"]} == tuning["chosen"]
     assert "Update settings tuned on period 0" in (tmp_path / "stream.md").read_text()
+
+
+def test_stream_benchmark_refuses_a_budget_without_tuning(tmp_path: Path) -> None:
+    from streamrec.bench.stream import run_stream_benchmark
+
+    with pytest.raises(ValueError, match=r"--update-budget: .* add --tune-update"):
+        run_stream_benchmark(dataset="synthetic", data=tmp_path, out=tmp_path / "x.json", update_budget=0.1)

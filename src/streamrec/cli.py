@@ -351,7 +351,7 @@ def cmd_tune_update(args: argparse.Namespace) -> int:
     settings = load_settings(args.home)
     with open_store(args.home, synchronous=settings.synchronous) as store:
         try:
-            result = tune_update_settings(store, Path(args.home), settings)
+            result = tune_update_settings(store, Path(args.home), settings, budget=args.budget)
         except (LookupError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -361,6 +361,8 @@ def cmd_tune_update(args: argparse.Namespace) -> int:
     for candidate in result.candidates:
         shown = ", ".join(f"{key} {value}" for key, value in candidate["settings"].items())
         print(f"NDCG@10 {candidate['ndcg@10_mean']:.4f}  {shown}")
+    if result.budget is not None:
+        print(f"\nepochs sized so an update takes about {result.budget:.0%} of a refit's time on this log")
     print(
         f"\nchosen in {result.seconds:.0f} s: the first within {result.tolerance:.0%} of the best."
         f" To use it, put in {args.home}/streamrec.toml:"
@@ -452,6 +454,7 @@ def cmd_bench_stream(args: argparse.Namespace) -> int:
             text_model=args.text_model,
             progress=not args.quiet,
             tune=args.tune_update,
+            update_budget=args.update_budget,
             command="streamrec " + " ".join(sys.argv[1:]),
         )
     except (ValueError, FileNotFoundError) as error:
@@ -619,6 +622,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Pick the update's lr, batch size and new-item lr scale by a test-then-train run on the log.",
     )
     home_option(tune)
+    tune.add_argument(
+        "--budget",
+        type=float,
+        help="share of a refit's time an update may take (e.g. 0.15); sets update_epochs too",
+    )
     tune.add_argument("--json", action="store_true")
 
     worker = command("worker", cmd_worker, "Keep updating the model as events arrive (Ctrl-C stops).")
@@ -692,6 +700,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pick --update-lr, --update-batch-size and --new-item-lr-scale by a test-then-train run on"
         " period 0 (overrides them)",
+    )
+    stream.add_argument(
+        "--update-budget",
+        type=float,
+        help="with --tune-update: the share of a refit's time an update may take, which sets the"
+        " update epochs (instead of --update-epochs)",
     )
     stream.add_argument("--out", type=Path, required=True, help="result JSON (a .png beside it)")
     stream.add_argument("--quiet", action="store_true")

@@ -68,9 +68,16 @@ def run_stream_benchmark(
     text_model: str = "all-MiniLM-L6-v2",
     progress: bool = True,
     tune: bool = False,
+    update_budget: float | None = None,
     command: str = "",
 ) -> dict[str, Any]:
-    """Run every strategy side by side; ``tune``: pick the update's step settings on period 0 first."""
+    """Run every strategy side by side; ``tune``: pick the update's step settings on period 0 first.
+
+    ``update_budget`` (with ``tune``): the share of a refit's time an update may
+    take, estimated on period 0, which sets the update epochs.
+    """
+    if update_budget is not None and not tune:
+        raise ValueError("--update-budget: the budget is turned into epochs by tuning; add --tune-update")
     config = config or SASRecConfig()
     update_config = update_config or UpdateConfig()
     specs = {spec: parse_strategy(spec, config.item_tower) for spec in strategies}
@@ -99,7 +106,9 @@ def run_stream_benchmark(
 
     tuning = None
     if tune:  # on period 0 only: the periods that are scored never choose the settings
-        tuning = tune_update(split.through(0), config, update_config, text_embeddings=text)
+        tuning = tune_update(
+            split.through(0), config, update_config, text_embeddings=text, budget=update_budget
+        )
         update_config = tuning.chosen
         _log(progress, f"tuned on period 0 in {tuning.seconds:.0f} s: {tuning.summary()['chosen']}")
 
@@ -194,7 +203,9 @@ def _tuning_lines(tuning: dict[str, Any] | None) -> list[str]:
     if not tuning:
         return []
     chosen = ", ".join(f"{key} {value}" for key, value in tuning["chosen"].items())
-    return [f"Update settings tuned on period 0 ({tuning['seconds']:.0f} s): {chosen}", ""]
+    budget = tuning.get("budget")
+    within = f", epochs for {budget:.0%} of a refit's time" if budget else ""
+    return [f"Update settings tuned on period 0 ({tuning['seconds']:.0f} s{within}): {chosen}", ""]
 
 
 def _text_for(config: SASRecConfig, text: np.ndarray | None, n_items: int) -> np.ndarray | None:

@@ -90,8 +90,13 @@ TUNED_SETTING_KEYS = {
 }
 
 
-def tune_update_settings(store: Store, home: Path, settings: Settings) -> TuningResult:
-    """Tune the update's step settings on the whole log, with the live version's model settings."""
+def tune_update_settings(
+    store: Store, home: Path, settings: Settings, *, budget: float | None = None
+) -> TuningResult:
+    """Tune the update's step settings on the whole log, with the live version's model settings.
+
+    ``budget``: the share of a refit's time an update may take, which sets its epochs.
+    """
     registry = Registry(Path(home) / MODELS_DIR)
     live = _live_version(registry, home)
     info = registry.get(live)
@@ -99,7 +104,9 @@ def tune_update_settings(store: Store, home: Path, settings: Settings) -> Tuning
     prepared = prepare(store)
     encoder = text_encoder_for(Path(home), info.text_model) if info.text_model else None
     text = encoder.encode(prepared.texts, progress=False) if encoder else None
-    return tune_update(prepared.data, model_config, update_config_from(settings), text_embeddings=text)
+    return tune_update(
+        prepared.data, model_config, update_config_from(settings), text_embeddings=text, budget=budget
+    )
 
 
 def _live_version(registry: Registry, home: Path) -> str:

@@ -236,6 +236,7 @@ def train_network(
     bar = tqdm(range(total_epochs), desc="train", disable=not progress, unit="epoch")
     for epoch in bar:
         net.train()
+        epoch_started = time.perf_counter()
         losses = []
         for rows in length_bucketed_batches(batches.lengths, config.batch_size, rng):
             width = int(batches.lengths[rows].max())
@@ -249,7 +250,11 @@ def train_network(
             optimizer.step()
             schedule.step()
             losses.append(float(loss.detach()))
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan")}
+        record = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "seconds": time.perf_counter() - epoch_started,  # training only, without validation
+        }
         log.epochs = epoch + 1
         if validate is not None:
             score = validate()
@@ -260,7 +265,7 @@ def train_network(
             else:
                 since_best += 1
         log.history.append(record)
-        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "epoch"})
+        bar.set_postfix({k: round(v, 4) for k, v in record.items() if k not in ("epoch", "seconds")})
         if validate is not None and since_best >= config.patience:
             log.stopped_by = "patience"
             break

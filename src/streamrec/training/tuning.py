@@ -10,12 +10,16 @@ events before learning it. Differences of a percent are noise at this scale, so
 the first candidate (the gentlest) within ``tolerance`` of the best mean NDCG@10 wins.
 
 Candidates are compared at equal compute: a smaller batch takes more optimiser
-steps per epoch but pads less, so a batch size gets the epochs that take as long
-as ``base.epochs`` at the grid's first batch size, timed on the history itself.
+steps per epoch but pads less, so each batch size gets the epochs that fit in one
+time allowance, timed on the history itself. The allowance is ``base.epochs`` at
+the grid's first batch size or, given a ``budget``, that share of a refit's time:
+then a stream whose updates are cheap next to its refits gets more epochs, and
+the user states what an update may cost rather than how many passes it makes.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -42,6 +46,8 @@ class TuningResult:
     candidates: list[dict[str, Any]]  # each setting with its mean NDCG@10 on the held-out slices
     seconds: float
     tolerance: float  # the chosen one is the first within this fraction of the best
+    budget: float | None = None  # each candidate's update time / a refit's, when it set the epochs
+    refit_seconds: float = 0.0  # the refit time the budget was taken of (estimated on the history)
 
     def summary(self) -> dict[str, Any]:
         settings = {key: getattr(self.chosen, key) for key in self.candidates[0]["settings"]}
@@ -49,6 +55,8 @@ class TuningResult:
             "chosen": settings,
             "candidates": self.candidates,
             "tolerance": self.tolerance,
+            "budget": self.budget,
+            "refit_seconds": round(self.refit_seconds, 2),
             "seconds": round(self.seconds, 2),
         }
 
@@ -62,6 +70,7 @@ def tune_update(
     slices: int = 6,
     grid: tuple[dict[str, Any], ...] = UPDATE_GRID,
     tolerance: float = 0.01,
+    budget: float | None = None,
 ) -> TuningResult:
     """Choose among ``grid`` (overrides of ``base``) by a test-then-train run over ``history``.
 
@@ -69,7 +78,8 @@ def tune_update(
     the first half (``base.full_epochs`` epochs, like a refit), and every candidate
     then scores each later slice before learning it. ``text_embeddings`` are
     indexed by ``history``'s item codes. The first candidate whose mean NDCG@10
-    is within ``tolerance`` (a fraction) of the best is chosen.
+    is within ``tolerance`` (a fraction) of the best is chosen. ``budget``, a share
+    of a refit's time, sets every candidate's epochs instead of ``base.epochs``.
     """
     if history.timestamps is None:
         raise ValueError("tuning an update needs event timestamps")
@@ -79,6 +89,8 @@ def tune_update(
         raise ValueError("grid: needs at least one candidate setting")
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance: must be in [0, 1) (got {tolerance})")
+    if budget is not None and not 0 < budget <= 1:
+        raise ValueError(f"budget: must be in (0, 1] (got {budget})")
     started = time.perf_counter()
     split = cut_into_periods(replace(history, learn=None), slices)
     text = None if text_embeddings is None or config.item_tower == "id" else text_embeddings[split.item_order]
@@ -86,7 +98,18 @@ def tune_update(
     fit_config = replace(config, epochs=base.full_epochs or config.epochs, seed=base.seed)
     fitted = SASRec(fit_config, None if text is None else text[: split.n_items[first_scored - 1]])
     fitted.fit(replace(split.through(first_scored - 1), learn=None), progress=False)
-    epochs = _equal_compute_epochs(fitted, split.through(first_scored), base, grid, text)
+    assert fitted.training_log is not None
+    # The median epoch leaves out the first one's warm-up. A refit at the first scored slice
+    # reads one slice more than this fit did; its time scales with the training rows' cells.
+    epoch_seconds = statistics.median(epoch["seconds"] for epoch in fitted.training_log.history)
+    refit_seconds = (
+        epoch_seconds
+        * fit_config.epochs
+        * _cells(split.through(first_scored), config)
+        / _cells(split.through(first_scored - 1), config)
+    )
+    allowance = None if budget is None else budget * refit_seconds
+    epochs = _equal_compute_epochs(fitted, split.through(first_scored), base, grid, text, allowance)
     rng = np.random.default_rng(base.seed)
     examples = {s: split.examples(s, None, rng) for s in range(first_scored, slices)}
     candidates = []
@@ -104,7 +127,12 @@ def tune_update(
     best = max(c["ndcg@10_mean"] for c in candidates)
     first = next(c for c in candidates if c["ndcg@10_mean"] >= (1 - tolerance) * best)
     chosen = replace(base, **first["settings"])
-    return TuningResult(chosen, candidates, time.perf_counter() - started, tolerance)
+    return TuningResult(chosen, candidates, time.perf_counter() - started, tolerance, budget, refit_seconds)
+
+
+def _cells(data: TrainingData, config: SASRecConfig) -> int:
+    """Positions a refit trains on per epoch: each user's newest ``max_len`` next-item targets."""
+    return sum(min(len(s) - 1, config.max_len) for s in data.sequences if len(s) >= 2)
 
 
 def _equal_compute_epochs(
@@ -113,17 +141,20 @@ def _equal_compute_epochs(
     base: UpdateConfig,
     grid: tuple[dict[str, Any], ...],
     text: np.ndarray | None,
+    allowance: float | None = None,
 ) -> dict[int | None, int]:
-    """Epochs per batch size in ``grid`` that take as long as ``base.epochs`` at its first batch size.
+    """Epochs per batch size in ``grid`` that fit in ``allowance`` seconds of updating ``data``.
 
-    Each batch size is timed twice, in turn, and its faster run counts: the first
-    run of all also pays for warming up, which would flatter the others.
+    Without an allowance, the time of ``base.epochs`` at the grid's first batch
+    size. Each batch size is timed twice, in turn, and its faster run counts: the
+    first run of all also pays for warming up, which would flatter the others.
     """
     sizes = list(dict.fromkeys(settings.get("batch_size", base.batch_size) for settings in grid))
-    seconds = dict.fromkeys(sizes, float("inf"))
+    per_epoch = dict.fromkeys(sizes, float("inf"))
     for _ in range(2):
         for size in sizes:
             spent = update(model, data, replace(base, batch_size=size), text_embeddings=text).seconds
-            seconds[size] = min(seconds[size], spent)
-    reference = seconds[sizes[0]]
-    return {size: max(1, round(base.epochs * reference / spent)) for size, spent in seconds.items()}
+            per_epoch[size] = min(per_epoch[size], spent / base.epochs)
+    if allowance is None:
+        allowance = base.epochs * per_epoch[sizes[0]]
+    return {size: max(1, round(allowance / seconds)) for size, seconds in per_epoch.items()}
