@@ -143,7 +143,7 @@ def _equal_compute_epochs(
     text: np.ndarray | None,
     allowance: float | None = None,
 ) -> dict[int | None, int]:
-    """Epochs per batch size in ``grid`` that fit in ``allowance`` seconds of updating ``data``.
+    """The most epochs per batch size in ``grid`` that fit in ``allowance`` seconds of updating ``data``.
 
     Without an allowance, the time of ``base.epochs`` at the grid's first batch
     size. Each batch size is timed twice, in turn, and its faster run counts: the
@@ -157,4 +157,5 @@ def _equal_compute_epochs(
             per_epoch[size] = min(per_epoch[size], spent / base.epochs)
     if allowance is None:
         allowance = base.epochs * per_epoch[sizes[0]]
-    return {size: max(1, round(allowance / seconds)) for size, seconds in per_epoch.items()}
+    # Rounded down: a budget is a ceiling (the 1e-9 keeps base.epochs whole at the first size).
+    return {size: max(1, int(allowance / seconds + 1e-9)) for size, seconds in per_epoch.items()}
