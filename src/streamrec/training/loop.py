@@ -111,10 +111,10 @@ def sequence_loss(
     states = hidden[real]  # [N, hidden]: one row per real (position → next item) pair
     # Positions an update only reads as context weigh 0: the next-item loss skips them rather
     # than scoring them against the whole catalogue and multiplying the result by 0.
-    weighted = batch["weights"][real] > 0
-    learned = states[weighted]
-    targets = batch["targets"][real][weighted]  # item codes + 1
-    weights = batch["weights"][real][weighted]
+    weighted = batch["weights"] > 0  # implies a real target: padding weighs 0 too
+    learned = hidden[weighted]
+    targets = batch["targets"][weighted]  # item codes + 1
+    weights = batch["weights"][weighted]
     if config.loss == "full":
         loss = full_softmax_loss(learned, table[1:], targets - 1, weights, dtype=low_precision)
     else:

@@ -95,9 +95,11 @@ def tune_update(
     split = cut_into_periods(replace(history, learn=None), slices)
     text = None if text_embeddings is None or config.item_tower == "id" else text_embeddings[split.item_order]
     first_scored = slices // 2
+    # The events through each slice the tuner fits or updates on, cut once for every candidate.
+    through = {s: split.through(s) for s in range(first_scored - 1, slices - 1)}
     fit_config = replace(config, epochs=base.full_epochs or config.epochs, seed=base.seed)
     fitted = SASRec(fit_config, None if text is None else text[: split.n_items[first_scored - 1]])
-    fitted.fit(replace(split.through(first_scored - 1), learn=None), progress=False)
+    fitted.fit(replace(through[first_scored - 1], learn=None), progress=False)
     assert fitted.training_log is not None
     # The median epoch leaves out the first one's warm-up. A refit at the first scored slice
     # reads one slice more than this fit did; its time scales with the training rows' cells.
@@ -105,11 +107,11 @@ def tune_update(
     refit_seconds = (
         epoch_seconds
         * fit_config.epochs
-        * _cells(split.through(first_scored), config)
-        / _cells(split.through(first_scored - 1), config)
+        * _cells(through[first_scored], config)
+        / _cells(through[first_scored - 1], config)
     )
     allowance = None if budget is None else budget * refit_seconds
-    epochs = _equal_compute_epochs(fitted, split.through(first_scored), base, grid, text, allowance)
+    epochs = _equal_compute_epochs(fitted, through[first_scored], base, grid, text, allowance)
     rng = np.random.default_rng(base.seed)
     examples = {s: split.examples(s, None, rng) for s in range(first_scored, slices)}
     candidates = []
@@ -122,7 +124,7 @@ def tune_update(
                 model = model.grow(int(split.n_items[s]), text)
             ndcg.append(score_examples(model, examples[s])["ndcg@10"])
             if s < slices - 1:
-                model = update(model, split.through(s), candidate, text_embeddings=text).model
+                model = update(model, through[s], candidate, text_embeddings=text).model
         candidates.append({"settings": settings, "ndcg@10_mean": round(float(np.mean(ndcg)), 5)})
     best = max(c["ndcg@10_mean"] for c in candidates)
     first = next(c for c in candidates if c["ndcg@10_mean"] >= (1 - tolerance) * best)
