@@ -25,6 +25,7 @@ from streamrec.serving.app import create_app
 from streamrec.store import open_store
 from streamrec.training import continual
 from streamrec.training.continual import UpdateInProgress, run_update, update_lock
+from streamrec.training.cost import REFIT_PACE
 from streamrec.training.fit import MODELS_DIR, prepare, train_and_register
 from streamrec.training.worker import Trigger
 
@@ -113,6 +114,28 @@ def test_a_rejected_candidate_never_becomes_live(home: Path) -> None:
     assert outcome.version.status == "rejected" and "worse than live" in outcome.version.notes
     assert registry.live() == "v0001"
     assert registry.get("v0001").status == "live"
+
+
+def test_an_update_budget_caps_the_update_at_a_share_of_a_refits_time(home: Path) -> None:
+    pace = registry_of(home).get("v0001").timings[REFIT_PACE]  # recorded by the first fit
+    assert pace > 0
+    tiny = dataclasses.replace(SETTINGS, update_epochs=3, update_budget=1e-9)  # no time for a 2nd epoch
+    with open_store(home) as store:
+        outcome = run_update(store, home, tiny, strategy="replay", progress=False)
+    assert outcome.version.update["epochs"] == 1
+    assert outcome.version.timings[REFIT_PACE] == pace  # carried along, so pruning never loses it
+
+
+def test_an_update_budget_needs_a_timed_fit_and_a_share(home: Path) -> None:
+    meta = home / MODELS_DIR / "v0001" / VERSION_FILE
+    info = json.loads(meta.read_text())
+    del info["timings"][REFIT_PACE]  # as a registry written before the pace was recorded
+    meta.write_text(json.dumps(info))
+    budgeted = dataclasses.replace(SETTINGS, update_budget=0.2)
+    with open_store(home) as store, pytest.raises(ValueError, match=r"^update_budget: no fit"):
+        run_update(store, home, budgeted, progress=False)
+    with pytest.raises(ValueError, match=r"^update_budget: must be in \(0, 1\]"):
+        Settings(update_budget=2.0)
 
 
 def test_nothing_to_learn_below_the_minimum(home: Path) -> None:

@@ -125,8 +125,30 @@ def test_stream_benchmark_tunes_on_period_zero(tmp_path: Path, monkeypatch: pyte
     assert "Update settings tuned on period 0" in (tmp_path / "stream.md").read_text()
 
 
-def test_stream_benchmark_refuses_a_budget_without_tuning(tmp_path: Path) -> None:
+def test_stream_benchmark_caps_each_update_at_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from streamrec.bench.stream import run_stream_benchmark
+    from streamrec.data.synthetic import simulate
 
-    with pytest.raises(ValueError, match=r"--update-budget: .* add --tune-update"):
-        run_stream_benchmark(dataset="synthetic", data=tmp_path, out=tmp_path / "x.json", update_budget=0.1)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    simulate(tmp_path / "stream", users=60, items=80, events=3000, seed=0)
+    options = {
+        "dataset": "synthetic",
+        "data": tmp_path / "stream",
+        "out": tmp_path / "stream.json",
+        "periods": 3,
+        "config": SASRecConfig(hidden=16, layers=1, max_len=20, epochs=2, batch_size=64, item_tower="id"),
+        "update_config": UpdateConfig(epochs=3, full_epochs=2, replay_users=10),
+        "eval_limit": 100,
+        "progress": False,
+    }
+    # A millionth of a refit leaves no time for a second epoch: every update stops after its first.
+    result = run_stream_benchmark(**options, strategies=("full", "replay"), update_budget=1e-6)
+    replay = result["strategies"]["replay"]
+    assert [u["epochs"] for u in replay["updates"]] == [1] and replay["epochs_median"] == 1
+    assert result["strategies"]["full"]["epochs_median"] == 2  # a refit is never capped
+    assert result["update_budget"] == 1e-6
+    assert "past 0% of a refit's time" in (tmp_path / "stream.md").read_text()
+    with pytest.raises(ValueError, match=r"^--update-budget: must be in \(0, 1\]"):
+        run_stream_benchmark(**options, update_budget=1.5)

@@ -393,8 +393,19 @@ def test_new_item_lr_scale_moves_only_new_rows_faster_and_folds_back(
         ({"replay_share": 0.0}, "replay_share"),
         ({"replay_share": 1.5}, "replay_share"),
         ({"replay_users": -1}, "replay_users"),
+        ({"max_seconds": 0.0}, "max_seconds"),
     ],
 )
 def test_update_config_names_the_bad_field(options: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"^{field}:"):
         UpdateConfig(**options)
+
+
+def test_max_seconds_stops_before_an_epoch_that_would_pass_it(hybrid: SASRec, new_data: TrainingData) -> None:
+    unbounded = update(hybrid, new_data, UpdateConfig(epochs=4, replay_users=10), text_embeddings=TEXT)
+    assert unbounded.epochs == 4 and unbounded.summary()["epochs"] == 4
+    # A microsecond allows no second epoch: the first always runs, and nothing after it.
+    capped = UpdateConfig(epochs=4, replay_users=10, max_seconds=1e-6)
+    assert update(hybrid, new_data, capped, text_embeddings=TEXT).epochs == 1
+    adapter = update(hybrid, new_data, replace(capped, strategy="adapter"), text_embeddings=TEXT)
+    assert adapter.epochs == 1

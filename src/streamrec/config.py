@@ -44,6 +44,8 @@ class Settings:
     replay_users: int | None = None  # … or exactly this many, when set
     distill_weight: float = 0.5
     full_refit_epochs: int = 30  # a full refit (drift, or strategy "full"): at most this many epochs
+    # Cap each update at this share of a refit's time (paced by the last timed fit); unset: no cap.
+    update_budget: float | None = None
     # Guardrail: the newest events an update does not train on, to judge it against the live version.
     holdout_fraction: float = 0.1
     holdout_max_events: int = 5000
@@ -54,6 +56,10 @@ class Settings:
     drift_min_examples: int = 200  # smaller holdouts are too noisy to call drift on
     keep_versions: int = 10  # registry retention; the live version and its rollback target always stay
     worker_poll_seconds: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.update_budget is not None and not 0 < self.update_budget <= 1:
+            raise ValueError(f"update_budget: must be in (0, 1] (got {self.update_budget})")
 
     @property
     def event_types(self) -> tuple[str, ...]:

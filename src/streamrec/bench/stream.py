@@ -27,6 +27,7 @@ from streamrec.bench.report import write_result
 from streamrec.evaluation.prequential import Examples, StreamSplit, cut_into_periods, score_examples
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.store import open_store
+from streamrec.training.cost import RefitCost
 from streamrec.training.fit import prepare
 from streamrec.training.tuning import tune_update
 from streamrec.training.update import STRATEGIES, UpdateConfig, update
@@ -63,7 +64,7 @@ def run_stream_benchmark(
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES,
     config: SASRecConfig | None = None,
     update_config: UpdateConfig | None = None,
-    eval_limit: int | None = 3000,
+    eval_limit: int | None = 10_000,
     forgetting_sample: int = 1000,
     text_model: str = "all-MiniLM-L6-v2",
     progress: bool = True,
@@ -73,11 +74,13 @@ def run_stream_benchmark(
 ) -> dict[str, Any]:
     """Run every strategy side by side; ``tune``: pick the update's step settings on period 0 first.
 
-    ``update_budget`` (with ``tune``): the share of a refit's time an update may
-    take, estimated on period 0, which sets the update epochs.
+    ``update_budget``: the share of a refit's time an update may take. Each update
+    stops before an epoch that would pass it, a refit's time being estimated from
+    the initial fit's pace (:class:`RefitCost`); with ``tune``, it also sets how many
+    epochs the update plans for.
     """
-    if update_budget is not None and not tune:
-        raise ValueError("--update-budget: the budget is turned into epochs by tuning; add --tune-update")
+    if update_budget is not None and not 0 < update_budget <= 1:
+        raise ValueError(f"--update-budget: must be in (0, 1] (got {update_budget})")
     config = config or SASRecConfig()
     update_config = update_config or UpdateConfig()
     specs = {spec: parse_strategy(spec, config.item_tower) for spec in strategies}
@@ -113,13 +116,14 @@ def run_stream_benchmark(
         _log(progress, f"tuned on period 0 in {tuning.seconds:.0f} s: {tuning.summary()['chosen']}")
 
     initial: dict[str, tuple[SASRec, float]] = {}
+    refit_costs: dict[str, RefitCost] = {}
     for tower in sorted({tower for _, tower in specs.values()}):
         started = time.perf_counter()
         first = replace(config, item_tower=tower, epochs=update_config.full_epochs or config.epochs)
-        model = SASRec(first, _text_for(first, text, split.n_items[0])).fit(
-            replace(split.through(0), learn=None), progress=False
-        )
+        period_0 = replace(split.through(0), learn=None)
+        model = SASRec(first, _text_for(first, text, split.n_items[0])).fit(period_0, progress=False)
         initial[tower] = (model, time.perf_counter() - started)
+        refit_costs[tower] = RefitCost.timed(model, period_0)
         _log(progress, f"initial {tower} model on period 0: {initial[tower][1]:.1f} s")
 
     results = {}
@@ -134,6 +138,7 @@ def run_stream_benchmark(
             text,
             progress,
             spec,
+            None if update_budget is None else (update_budget, refit_costs[tower]),
         )
     full_seconds = {
         t: r["update_seconds_median"]
@@ -159,6 +164,7 @@ def run_stream_benchmark(
         "sasrec_config": config.to_dict(),
         "update_config": update_config.__dict__,
         "update_tuning": tuning.summary() if tuning else None,
+        "update_budget": update_budget,
         "initial_fit_seconds": {tower: round(s, 2) for tower, (_, s) in initial.items()},
         "text_model": text_model if text is not None else None,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
@@ -179,6 +185,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         ("cold HR@10", "cold_hr@10_mean"),
         ("s / update", "update_seconds_median"),
         ("cost vs full", "cost_vs_full"),
+        ("epochs / update", "epochs_median"),
         ("forgetting", "forgetting"),
         ("weights trained", "trainable_fraction_median"),
     ]
@@ -190,6 +197,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"Command: `{result['command']}`",
         "",
         *_tuning_lines(result.get("update_tuning")),
+        *_budget_lines(result.get("update_budget")),
         "| strategy | " + " | ".join(title for title, _ in columns) + " |",
         "|---" * (len(columns) + 1) + "|",
     ]
@@ -208,6 +216,16 @@ def _tuning_lines(tuning: dict[str, Any] | None) -> list[str]:
     return [f"Update settings tuned on period 0 ({tuning['seconds']:.0f} s{within}): {chosen}", ""]
 
 
+def _budget_lines(budget: float | None) -> list[str]:
+    if budget is None:
+        return []
+    return [
+        f"Each update stops before an epoch that would take it past {budget:.0%} of a refit's time,"
+        " estimated from the initial fit's pace per training cell.",
+        "",
+    ]
+
+
 def _text_for(config: SASRecConfig, text: np.ndarray | None, n_items: int) -> np.ndarray | None:
     return None if config.item_tower == "id" or text is None else text[:n_items]
 
@@ -222,7 +240,9 @@ def _run_strategy(
     text: np.ndarray | None,
     progress: bool,
     label: str,
+    budget: tuple[float, RefitCost] | None,
 ) -> dict[str, Any]:
+    """``budget``: (share, refit pace) caps each update at that share of a refit's estimated time."""
     examples, cold_sets = evaluation  # a uniform sample of each period; all its cold events (capped)
     per_period: list[dict[str, float]] = []
     updates: list[dict[str, Any]] = []
@@ -238,9 +258,15 @@ def _run_strategy(
         )
         if name == "static" or period == last:
             continue  # static never learns; learning the last period would never be scored
-        result = update(
-            model, split.through(period), replace(update_config, strategy=name), text_embeddings=text
-        )
+        learned = split.through(period)
+        step = replace(update_config, strategy=name)
+        if budget is not None and name != "full":
+            share, cost = budget
+            refit_epochs = step.full_epochs or model.config.epochs
+            step = replace(
+                step, max_seconds=share * cost.seconds(learned, model.config.max_len, refit_epochs)
+            )
+        result = update(model, learned, step, text_embeddings=text)
         model = result.model
         updates.append(result.summary())
         forgetting_curve.append(score_examples(model, forgetting_slice)["ndcg@10"])
@@ -268,7 +294,7 @@ def _run_strategy(
         "forgetting_ndcg@10_curve": [round(v, 5) for v in forgetting_curve],
     }
     if updates:
-        for key in ("changed_fraction", "trainable_fraction"):
+        for key in ("changed_fraction", "trainable_fraction", "epochs"):
             summary[f"{key}_median"] = round(statistics.median(u[key] for u in updates), 5)
         summary["updates"] = updates
     return summary

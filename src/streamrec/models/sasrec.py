@@ -49,7 +49,7 @@ class SASRecConfig:
     batch_size: int = 128
     epochs: int = 100
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping
-    max_minutes: float | None = None  # wall-clock budget for fit; the best epoch so far is kept
+    max_minutes: float | None = None  # training-time ceiling: no epoch starts that would end past it
     loss: Literal["full", "sampled"] = "full"  # full softmax, or sampled softmax with log-Q correction
     negatives: int = 3000  # sampled negatives per batch (loss="sampled")
     matmul_dtype: str = "auto"  # softmax products in bfloat16 where the hardware is fast at it

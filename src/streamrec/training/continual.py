@@ -31,6 +31,7 @@ from streamrec.evaluation.offline import evaluate
 from streamrec.models.sasrec import SASRec
 from streamrec.registry import Registry, VersionInfo
 from streamrec.store import Store
+from streamrec.training.cost import REFIT_PACE, RefitCost
 from streamrec.training.fit import MODELS_DIR, PreparedData, fit_sasrec, prepare, text_encoder_for
 from streamrec.training.tuning import TuningResult, tune_update
 from streamrec.training.update import UpdateConfig, update
@@ -178,12 +179,23 @@ def run_update(
             config = replace(config, strategy="full")
 
         train = judged.through(cut, learn_after=start)
+        refit_epochs = config.full_epochs or model.config.epochs
+        pace = _latest_pace(registry)  # carried into every version, so pruning never loses it
+        if settings.update_budget is not None and config.strategy != "full":
+            if pace is None:
+                raise ValueError(
+                    "update_budget: no fit in this registry was timed (models trained before streamrec"
+                    " recorded its pace); run `streamrec train` once, or unset update_budget"
+                )
+            refit_seconds = RefitCost(pace).seconds(train.data, model.config.max_len, refit_epochs)
+            config = replace(config, max_seconds=settings.update_budget * refit_seconds)
         update_started = time.perf_counter()
+        timings = {} if pace is None else {REFIT_PACE: pace}
         if config.strategy == "full":
-            fresh_config = replace(model.config, epochs=config.full_epochs or model.config.epochs)
-            candidate, _ = fit_sasrec(
-                replace(train, data=replace(train.data, learn=None)), fresh_config, encoder, progress=progress
-            )
+            fresh_config = replace(model.config, epochs=refit_epochs)
+            refit_data = replace(train, data=replace(train.data, learn=None))
+            candidate, _ = fit_sasrec(refit_data, fresh_config, encoder, progress=progress)
+            timings[REFIT_PACE] = RefitCost.timed(candidate, refit_data.data).seconds_per_cell
             summary = {"strategy": "full", "trainable_fraction": 1.0, "changed_fraction": 1.0}
         else:
             result = update(model, train.data, config, text_embeddings=text, progress=progress)
@@ -214,6 +226,7 @@ def run_update(
                 "timings": {
                     "update_seconds": round(update_seconds, 2),
                     "total_seconds": round(time.perf_counter() - started, 2),
+                    **timings,
                 },
                 "update": {**summary, "new_events": cut - start, "drift": drift},
                 "guardrail": {
@@ -237,6 +250,12 @@ def run_update(
             version = registry.set_status(version.version, "rejected", notes=f"worse than live: {verdict}")
         registry.prune(settings.keep_versions)
         return UpdateOutcome(version, promoted and promote, verdict)
+
+
+def _latest_pace(registry: Registry) -> float | None:
+    """The newest version's record of a refit's pace (a machine's pace, whichever lineage)."""
+    timed = [v.timings[REFIT_PACE] for v in registry.versions() if REFIT_PACE in v.timings]
+    return timed[-1] if timed else None
 
 
 def _ndcg(model: SASRec, histories: list[np.ndarray], targets: np.ndarray) -> float:

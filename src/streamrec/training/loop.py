@@ -228,7 +228,7 @@ def train_network(
         if config.lr_schedule == "constant":
             return 1.0
         progress = step / total_steps
-        if budget is not None:
+        if budget:
             progress = max(progress, (time.perf_counter() - started) / budget)
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
@@ -269,8 +269,9 @@ def train_network(
         if validate is not None and since_best >= config.patience:
             log.stopped_by = "patience"
             break
-        if config.max_minutes is not None and time.perf_counter() - started > config.max_minutes * 60:
-            log.stopped_by = "time budget"
+        now = time.perf_counter()
+        if budget is not None and now - started + (now - epoch_started) > budget:
+            log.stopped_by = "time budget"  # the next epoch, at this one's pace, would end past it
             break
     bar.close()
     if best_state is not None:

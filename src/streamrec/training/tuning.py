@@ -19,7 +19,6 @@ the user states what an update may cost rather than how many passes it makes.
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 from streamrec.evaluation.prequential import cut_into_periods, score_examples
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
+from streamrec.training.cost import RefitCost
 from streamrec.training.update import UpdateConfig, update
 
 # Gentlest first: of settings that score alike, the earliest wins.
@@ -100,16 +100,9 @@ def tune_update(
     fit_config = replace(config, epochs=base.full_epochs or config.epochs, seed=base.seed)
     fitted = SASRec(fit_config, None if text is None else text[: split.n_items[first_scored - 1]])
     fitted.fit(replace(through[first_scored - 1], learn=None), progress=False)
-    assert fitted.training_log is not None
-    # The median epoch leaves out the first one's warm-up. A refit at the first scored slice
-    # reads one slice more than this fit did; its time scales with the training rows' cells.
-    epoch_seconds = statistics.median(epoch["seconds"] for epoch in fitted.training_log.history)
-    refit_seconds = (
-        epoch_seconds
-        * fit_config.epochs
-        * _cells(through[first_scored], config)
-        / _cells(through[first_scored - 1], config)
-    )
+    # A refit at the first scored slice reads one slice more than this fit did.
+    cost = RefitCost.timed(fitted, through[first_scored - 1])
+    refit_seconds = cost.seconds(through[first_scored], config.max_len, fit_config.epochs)
     allowance = None if budget is None else budget * refit_seconds
     epochs = _equal_compute_epochs(fitted, through[first_scored], base, grid, text, allowance)
     rng = np.random.default_rng(base.seed)
@@ -130,11 +123,6 @@ def tune_update(
     first = next(c for c in candidates if c["ndcg@10_mean"] >= (1 - tolerance) * best)
     chosen = replace(base, **first["settings"])
     return TuningResult(chosen, candidates, time.perf_counter() - started, tolerance, budget, refit_seconds)
-
-
-def _cells(data: TrainingData, config: SASRecConfig) -> int:
-    """Positions a refit trains on per epoch: each user's newest ``max_len`` next-item targets."""
-    return sum(min(len(s) - 1, config.max_len) for s in data.sequences if len(s) >= 2)
 
 
 def _equal_compute_epochs(

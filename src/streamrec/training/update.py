@@ -30,7 +30,7 @@ import torch
 
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
-from streamrec.training.loop import Distillation, train_network
+from streamrec.training.loop import Distillation, TrainingLog, train_network
 
 Strategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
 STRATEGIES: tuple[str, ...] = ("finetune", "replay", "replay-distill", "adapter", "full")
@@ -43,7 +43,7 @@ class UpdateConfig:
     """How an incremental update learns; ``full`` only reads ``full_epochs`` and ``seed``."""
 
     strategy: str = "replay"
-    epochs: int = 5  # passes over the new events (and the replayed sequences)
+    epochs: int = 5  # passes over the new events (and the replayed sequences); the most, with max_seconds
     lr: float = 1e-3
     # User rows per step; None: the model config's. Smaller batches give more steps for the same
     # compute, which matters when few users bring long new histories (one row per user).
@@ -61,6 +61,9 @@ class UpdateConfig:
     lora_rank: int = 8
     lora_alpha: int = 16
     full_epochs: int | None = None  # epochs of a full refit; None: the model config's
+    # A ceiling on the update's time: no epoch starts that would, at the last one's pace, end
+    # past it (the first always runs). Callers set it to a share of a refit's time (RefitCost).
+    max_seconds: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -74,6 +77,8 @@ class UpdateConfig:
             raise ValueError(f"replay_users: must be at least 0 (got {self.replay_users})")
         if not self.new_item_lr_scale > 0:
             raise ValueError(f"new_item_lr_scale: must be positive (got {self.new_item_lr_scale})")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds: must be positive (got {self.max_seconds})")
 
 
 @dataclass
@@ -85,6 +90,7 @@ class UpdateResult:
     learned_events: int  # next-item targets it trained on
     trainable_fraction: float  # weights allowed to change / all weights
     changed_fraction: float  # weights that did change / all weights (new items' rows count as changed)
+    epochs: int  # passes made: fewer than asked when max_seconds stopped it
 
     def summary(self) -> dict[str, float | int | str]:
         return {
@@ -94,6 +100,7 @@ class UpdateResult:
             "learned_events": self.learned_events,
             "trainable_fraction": round(self.trainable_fraction, 5),
             "changed_fraction": round(self.changed_fraction, 5),
+            "epochs": self.epochs,
         }
 
 
@@ -141,14 +148,16 @@ def update(
         lr=config.lr,
         lr_schedule="constant",
         batch_size=config.batch_size or model.config.batch_size,
-        max_minutes=None,
+        max_minutes=None if config.max_seconds is None else _minutes_left(config.max_seconds, started),
         seed=config.seed,
     )
     with _faster_rows(student.net, untrained, config.new_item_lr_scale):
         if config.strategy == "adapter":
-            trainable = _train_adapters(student, train, train_config, config, untrained, progress)
+            trainable, log = _train_adapters(student, train, train_config, config, untrained, progress)
         else:
-            train_network(student.net, train, train_config, progress=progress, distillation=distillation)
+            log = train_network(
+                student.net, train, train_config, progress=progress, distillation=distillation
+            )
             trainable = sum(p.numel() for p in student.net.parameters())
     student.net.eval()
     total = sum(p.numel() for p in student.net.parameters())
@@ -162,7 +171,13 @@ def update(
         learned_events=len(learned),
         trainable_fraction=trainable / total,
         changed_fraction=changed / total,
+        epochs=log.epochs,
     )
+
+
+def _minutes_left(max_seconds: float, started: float) -> float:
+    """What ``max_seconds`` leaves for training after the update's set-up (the first epoch always runs)."""
+    return max(max_seconds - (time.perf_counter() - started), 0.0) / 60
 
 
 @contextmanager
@@ -210,10 +225,10 @@ def _train_adapters(
     config: UpdateConfig,
     untrained: torch.Tensor,
     progress: bool,
-) -> int:
+) -> tuple[int, TrainingLog]:
     """LoRA on the transformer and text projection plus new items' ID rows; merged back in place.
 
-    Returns how many weights were trainable (adapter weights plus new rows).
+    Returns how many weights were trainable (adapter weights plus new rows), and the training log.
     """
     import peft
 
@@ -233,11 +248,11 @@ def _train_adapters(
         only_new = untrained.to(weight.dtype)[:, None]
         hook = weight.register_hook(lambda grad: grad * only_new)
         trainable += new_rows * weight.shape[1]
-    train_network(net, data, replace(train_config, weight_decay=0.0), progress=progress)
+    log = train_network(net, data, replace(train_config, weight_decay=0.0), progress=progress)
     if hook is not None:
         hook.remove()
     student.net = wrapped.merge_and_unload().requires_grad_(True)
-    return trainable
+    return trainable, log
 
 
 def _refit(
@@ -266,4 +281,5 @@ def _refit(
         learned_events=targets,
         trainable_fraction=1.0,
         changed_fraction=1.0,
+        epochs=fresh.training_log.epochs if fresh.training_log else epochs,
     )
