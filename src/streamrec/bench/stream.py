@@ -165,6 +165,7 @@ def run_stream_benchmark(
         "update_config": update_config.__dict__,
         "update_tuning": tuning.summary() if tuning else None,
         "update_budget": update_budget,
+        "refit_seconds_per_cell": {tower: cost.seconds_per_cell for tower, cost in refit_costs.items()},
         "initial_fit_seconds": {tower: round(s, 2) for tower, (_, s) in initial.items()},
         "text_model": text_model if text is not None else None,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
@@ -268,7 +269,7 @@ def _run_strategy(
             )
         result = update(model, learned, step, text_embeddings=text)
         model = result.model
-        updates.append(result.summary())
+        updates.append(result.summary() | {"max_seconds": step.max_seconds})
         forgetting_curve.append(score_examples(model, forgetting_slice)["ndcg@10"])
         _log(
             progress,
