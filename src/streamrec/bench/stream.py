@@ -119,7 +119,7 @@ def run_stream_benchmark(
     refit_costs: dict[str, RefitCost] = {}
     for tower in sorted({tower for _, tower in specs.values()}):
         started = time.perf_counter()
-        first = replace(config, item_tower=tower, epochs=update_config.full_epochs or config.epochs)
+        first = replace(config, item_tower=tower, epochs=update_config.refit_epochs(config))
         period_0 = replace(split.through(0), learn=None)
         model = SASRec(first, _text_for(first, text, split.n_items[0])).fit(period_0, progress=False)
         initial[tower] = (model, time.perf_counter() - started)
@@ -263,7 +263,7 @@ def _run_strategy(
         step = replace(update_config, strategy=name)
         if budget is not None and name != "full":
             share, cost = budget
-            refit_epochs = step.full_epochs or model.config.epochs
+            refit_epochs = step.refit_epochs(model.config)
             step = replace(
                 step, max_seconds=share * cost.seconds(learned, model.config.max_len, refit_epochs)
             )

@@ -179,7 +179,7 @@ def run_update(
             config = replace(config, strategy="full")
 
         train = judged.through(cut, learn_after=start)
-        refit_epochs = config.full_epochs or model.config.epochs
+        refit_epochs = config.refit_epochs(model.config)
         pace = _latest_pace(registry)  # carried into every version, so pruning never loses it
         if settings.update_budget is not None and config.strategy != "full":
             if pace is None:

@@ -97,7 +97,7 @@ def tune_update(
     first_scored = slices // 2
     # The events through each slice the tuner fits or updates on, cut once for every candidate.
     through = {s: split.through(s) for s in range(first_scored - 1, slices - 1)}
-    fit_config = replace(config, epochs=base.full_epochs or config.epochs, seed=base.seed)
+    fit_config = replace(config, epochs=base.refit_epochs(config), seed=base.seed)
     fitted = SASRec(fit_config, None if text is None else text[: split.n_items[first_scored - 1]])
     fitted.fit(replace(through[first_scored - 1], learn=None), progress=False)
     # A refit at the first scored slice reads one slice more than this fit did.

@@ -66,6 +66,10 @@ class UpdateConfig:
     max_seconds: float | None = None
     seed: int = 0
 
+    def refit_epochs(self, model: SASRecConfig) -> int:
+        """Epochs of a full refit of a model with these settings."""
+        return self.full_epochs or model.epochs
+
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy: unknown {self.strategy!r} (known: {', '.join(STRATEGIES)})")
@@ -263,7 +267,7 @@ def _refit(
     started: float,
     progress: bool,
 ) -> UpdateResult:
-    epochs = config.full_epochs or model.config.epochs
+    epochs = config.refit_epochs(model.config)
     fresh_config = replace(model.config, epochs=epochs, seed=config.seed)
     text = (
         None
