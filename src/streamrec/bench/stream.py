@@ -263,10 +263,7 @@ def _run_strategy(
         step = replace(update_config, strategy=name)
         if budget is not None and name != "full":
             share, cost = budget
-            refit_epochs = step.refit_epochs(model.config)
-            step = replace(
-                step, max_seconds=share * cost.seconds(learned, model.config.max_len, refit_epochs)
-            )
+            step = replace(step, max_seconds=cost.ceiling(share, learned, model.config, step))
         result = update(model, learned, step, text_embeddings=text)
         model = result.model
         updates.append(result.summary() | {"max_seconds": step.max_seconds})

@@ -130,9 +130,9 @@ def holdout_examples(prepared: PreparedData) -> tuple[list[np.ndarray], np.ndarr
     return histories, np.array(targets, dtype=np.int64)
 
 
-def trailing_live_ndcg(registry: Registry, window: int) -> list[float]:
+def trailing_live_ndcg(versions: list[VersionInfo], window: int) -> list[float]:
     """The live models' test-then-train NDCG@10 recorded by the last ``window`` updates."""
-    scores = [v.guardrail["live_ndcg@10"] for v in registry.versions() if "live_ndcg@10" in v.guardrail]
+    scores = [v.guardrail["live_ndcg@10"] for v in versions if "live_ndcg@10" in v.guardrail]
     return scores[-window:]
 
 
@@ -168,7 +168,8 @@ def run_update(
         live_ndcg = _ndcg(model.grow(len(judged.items), text), histories, targets)
 
         config = update_config_from(settings, strategy)
-        trailing = trailing_live_ndcg(registry, settings.drift_window)
+        versions = registry.versions()  # read once: the drift level and the refit pace both come from it
+        trailing = trailing_live_ndcg(versions, settings.drift_window)
         level = float(np.mean(trailing)) if trailing else None
         drift = (
             level is not None
@@ -179,20 +180,19 @@ def run_update(
             config = replace(config, strategy="full")
 
         train = judged.through(cut, learn_after=start)
-        refit_epochs = config.refit_epochs(model.config)
-        pace = _latest_pace(registry)  # carried into every version, so pruning never loses it
+        pace = _latest_pace(versions)  # carried into every version, so pruning never loses it
         if settings.update_budget is not None and config.strategy != "full":
             if pace is None:
                 raise ValueError(
                     "update_budget: no fit in this registry was timed (models trained before streamrec"
                     " recorded its pace); run `streamrec train` once, or unset update_budget"
                 )
-            refit_seconds = RefitCost(pace).seconds(train.data, model.config.max_len, refit_epochs)
-            config = replace(config, max_seconds=settings.update_budget * refit_seconds)
+            ceiling = RefitCost(pace).ceiling(settings.update_budget, train.data, model.config, config)
+            config = replace(config, max_seconds=ceiling)
         update_started = time.perf_counter()
         timings = {} if pace is None else {REFIT_PACE: pace}
         if config.strategy == "full":
-            fresh_config = replace(model.config, epochs=refit_epochs)
+            fresh_config = replace(model.config, epochs=config.refit_epochs(model.config))
             refit_data = replace(train, data=replace(train.data, learn=None))
             candidate, _ = fit_sasrec(refit_data, fresh_config, encoder, progress=progress)
             timings[REFIT_PACE] = RefitCost.timed(candidate, refit_data.data).seconds_per_cell
@@ -252,9 +252,9 @@ def run_update(
         return UpdateOutcome(version, promoted and promote, verdict)
 
 
-def _latest_pace(registry: Registry) -> float | None:
+def _latest_pace(versions: list[VersionInfo]) -> float | None:
     """The newest version's record of a refit's pace (a machine's pace, whichever lineage)."""
-    timed = [v.timings[REFIT_PACE] for v in registry.versions() if REFIT_PACE in v.timings]
+    timed = [v.timings[REFIT_PACE] for v in versions if REFIT_PACE in v.timings]
     return timed[-1] if timed else None
 
 

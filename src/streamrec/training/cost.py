@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from streamrec.models.base import TrainingData
-from streamrec.models.sasrec import SASRec
+from streamrec.models.sasrec import SASRec, SASRecConfig
+
+if TYPE_CHECKING:
+    from streamrec.training.update import UpdateConfig
 
 REFIT_PACE = "refit_seconds_per_cell"  # the registry timing a fit records its pace under
 
@@ -42,3 +46,7 @@ class RefitCost:
     def seconds(self, data: TrainingData, max_len: int, epochs: int) -> float:
         """Estimated seconds of a refit of ``epochs`` epochs on ``data``."""
         return self.seconds_per_cell * training_cells(data, max_len) * epochs
+
+    def ceiling(self, share: float, data: TrainingData, model: SASRecConfig, update: UpdateConfig) -> float:
+        """An update's ``max_seconds`` under a budget: ``share`` of a refit of ``data``."""
+        return share * self.seconds(data, model.max_len, update.refit_epochs(model))

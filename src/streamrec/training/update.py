@@ -275,7 +275,7 @@ def _refit(
         else text_embeddings[: data.n_items]
     )
     fresh = SASRec(fresh_config, text).fit(replace(data, learn=None), progress=progress)
-    assert fresh.net is not None
+    assert fresh.net is not None and fresh.training_log is not None
     targets = sum(max(len(s) - 1, 0) for s in data.sequences)
     return UpdateResult(
         model=fresh,
@@ -285,5 +285,5 @@ def _refit(
         learned_events=targets,
         trainable_fraction=1.0,
         changed_fraction=1.0,
-        epochs=fresh.training_log.epochs if fresh.training_log else epochs,
+        epochs=fresh.training_log.epochs,
     )
