@@ -27,6 +27,7 @@ from streamrec.training import continual
 from streamrec.training.continual import UpdateInProgress, run_update, update_lock
 from streamrec.training.cost import REFIT_PACE
 from streamrec.training.fit import MODELS_DIR, prepare, train_and_register
+from streamrec.training.tuning import UPDATE_GRID
 from streamrec.training.worker import Trigger
 
 STREAM = StreamConfig(users=80, items=120, events=4000, seed=11)
@@ -136,6 +137,11 @@ def test_an_update_budget_needs_a_timed_fit_and_a_share(home: Path) -> None:
         run_update(store, home, budgeted, progress=False)
     with pytest.raises(ValueError, match=r"^update_budget: must be in \(0, 1\]"):
         Settings(update_budget=2.0)
+
+
+def test_an_unknown_update_schedule_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ValueError, match=r"^update_lr_schedule: unknown 'linear'"):
+        Settings(update_lr_schedule="linear")
 
 
 def test_nothing_to_learn_below_the_minimum(home: Path) -> None:
@@ -284,7 +290,7 @@ def test_tune_update_command_suggests_the_best_settings(
     summary = json.loads(capsys.readouterr().out)
     best = max(c["ndcg@10_mean"] for c in summary["candidates"])
     first_close = next(c for c in summary["candidates"] if c["ndcg@10_mean"] >= 0.99 * best)
-    assert summary["chosen"] == first_close["settings"] and len(summary["candidates"]) == 8
+    assert summary["chosen"] == first_close["settings"] and len(summary["candidates"]) == len(UPDATE_GRID)
     assert summary["tolerance"] == 0.01
     assert main(["tune-update", "--home", str(home)]) == 0
     printed = capsys.readouterr().out

@@ -1,5 +1,6 @@
 """SASRec learns sequential structure, saves/loads exactly, and scores cold items from text."""
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,12 @@ def test_top_k_excludes_and_orders() -> None:
     codes, scores = top_k(np.array([0.1, 0.9, 0.5, 0.7]), 2, exclude=np.array([1]))
     assert codes.tolist() == [3, 2]
     assert scores.tolist() == pytest.approx([0.7, 0.5])
+
+
+@pytest.mark.parametrize(("schedule", "last"), [("constant", 1.0), ("cosine", 0.0)])
+def test_the_learning_rate_schedule_ends_where_it_says(schedule: str, last: float) -> None:
+    config = SASRecConfig(**{**TINY, "item_tower": "id", "epochs": 4, "lr": 2e-3, "lr_schedule": schedule})
+    rates = [r["lr"] for r in SASRec(config).fit(chain_data(40), progress=False).training_log.history]
+    assert rates[-1] == pytest.approx(last * 2e-3, abs=1e-12)
+    if schedule == "cosine":
+        assert all(a > b for a, b in itertools.pairwise(rates))  # decays every epoch

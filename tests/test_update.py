@@ -394,6 +394,7 @@ def test_new_item_lr_scale_moves_only_new_rows_faster_and_folds_back(
         ({"replay_share": 1.5}, "replay_share"),
         ({"replay_users": -1}, "replay_users"),
         ({"max_seconds": 0.0}, "max_seconds"),
+        ({"lr_schedule": "linear"}, "lr_schedule"),
     ],
 )
 def test_update_config_names_the_bad_field(options: dict, field: str) -> None:

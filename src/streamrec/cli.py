@@ -169,6 +169,12 @@ def _update_options(sub: argparse.ArgumentParser, *, full_epochs: int | None) ->
     group.add_argument("--update-epochs", type=int, default=5, help="passes over the new events (default 5)")
     group.add_argument("--update-lr", type=float, default=1e-3)
     group.add_argument(
+        "--update-lr-schedule",
+        choices=["constant", "cosine"],
+        default="cosine",
+        help="cosine (default): an update's rate decays to 0 by its last epoch or its time ceiling",
+    )
+    group.add_argument(
         "--update-batch-size", type=int, help="user rows per update step (default: --batch-size)"
     )
     group.add_argument(
@@ -196,6 +202,7 @@ def _update_config(args: argparse.Namespace, strategy: str = "replay"):
         strategy=strategy,
         epochs=args.update_epochs,
         lr=args.update_lr,
+        lr_schedule=args.update_lr_schedule,
         batch_size=args.update_batch_size,
         new_item_lr_scale=args.new_item_lr_scale,
         replay_share=args.replay_share,

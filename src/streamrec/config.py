@@ -38,6 +38,7 @@ class Settings:
     update_min_events: int = 50  # fewer new events than this: nothing worth an update yet
     update_epochs: int = 5
     update_lr: float = 1e-3
+    update_lr_schedule: str = "cosine"  # cosine: to 0 by the update's end; or constant
     update_batch_size: int | None = None  # user rows per update step; unset: the model's batch size
     new_item_lr_scale: float = 1.0  # new items' ID rows learn this many times faster in an update
     replay_share: float = 1 / 3  # share of past users whose sequences an update replays …
@@ -60,6 +61,10 @@ class Settings:
     def __post_init__(self) -> None:
         if self.update_budget is not None and not 0 < self.update_budget <= 1:
             raise ValueError(f"update_budget: must be in (0, 1] (got {self.update_budget})")
+        if self.update_lr_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"update_lr_schedule: unknown {self.update_lr_schedule!r} (known: constant, cosine)"
+            )
 
     @property
     def event_types(self) -> tuple[str, ...]:

@@ -73,6 +73,7 @@ def update_config_from(settings: Settings, strategy: str | None = None) -> Updat
         strategy=strategy or settings.update_strategy,
         epochs=settings.update_epochs,
         lr=settings.update_lr,
+        lr_schedule=settings.update_lr_schedule,
         batch_size=settings.update_batch_size,
         new_item_lr_scale=settings.new_item_lr_scale,
         replay_share=settings.replay_share,

@@ -254,6 +254,7 @@ def train_network(
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "seconds": time.perf_counter() - epoch_started,  # training only, without validation
+            "lr": schedule.get_last_lr()[0],  # where the schedule has brought the rate by the epoch's end
         }
         log.epochs = epoch + 1
         if validate is not None:

@@ -34,7 +34,7 @@ from streamrec.training.update import UpdateConfig, update
 # Gentlest first: of settings that score alike, the earliest wins.
 UPDATE_GRID: tuple[dict[str, Any], ...] = tuple(
     {"lr": lr, "batch_size": batch_size, "new_item_lr_scale": scale}
-    for lr in (1e-3, 2e-3)
+    for lr in (1e-3, 2e-3, 4e-3)
     for batch_size in (128, 32)
     for scale in (1.0, 8.0)
 )

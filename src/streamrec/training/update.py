@@ -34,6 +34,7 @@ from streamrec.training.loop import Distillation, TrainingLog, train_network
 
 Strategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
 STRATEGIES: tuple[str, ...] = ("finetune", "replay", "replay-distill", "adapter", "full")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 # Modules LoRA adapts: attention (peft wraps nn.MultiheadAttention), feed-forward, text projection.
 ADAPTER_TARGETS = ["self_attn", "linear1", "linear2", "text_projection"]
 
@@ -45,6 +46,9 @@ class UpdateConfig:
     strategy: str = "replay"
     epochs: int = 5  # passes over the new events (and the replayed sequences); the most, with max_seconds
     lr: float = 1e-3
+    # "cosine": decay the rate to 0 by the last epoch, or by max_seconds if that comes first,
+    # so a capped update still ends on small steps; "constant": the same rate throughout.
+    lr_schedule: str = "cosine"
     # User rows per step; None: the model config's. Smaller batches give more steps for the same
     # compute, which matters when few users bring long new histories (one row per user).
     batch_size: int | None = None
@@ -73,6 +77,8 @@ class UpdateConfig:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy: unknown {self.strategy!r} (known: {', '.join(STRATEGIES)})")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule: unknown {self.lr_schedule!r} (known: {', '.join(LR_SCHEDULES)})")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size: must be at least 1 (got {self.batch_size})")
         if not 0 < self.replay_share <= 1:
@@ -150,7 +156,7 @@ def update(
         model.config,
         epochs=config.epochs,
         lr=config.lr,
-        lr_schedule="constant",
+        lr_schedule=config.lr_schedule,
         batch_size=config.batch_size or model.config.batch_size,
         max_minutes=None if config.max_seconds is None else _minutes_left(config.max_seconds, started),
         seed=config.seed,
