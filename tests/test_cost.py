@@ -9,9 +9,12 @@ from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.training.cost import RefitCost, training_cells
 
 
-def test_training_cells_count_each_users_newest_max_len_targets() -> None:
+def test_training_cells_count_each_users_newest_max_len_targets_padded_as_batched() -> None:
     sequences = [np.arange(3), np.arange(1), np.arange(30)]  # 2 targets, none, 29 cut to 10
-    assert training_cells(TrainingData(sequences, 30), max_len=10) == 2 + 0 + 10
+    data = TrainingData(sequences, 30)
+    assert training_cells(data, SASRecConfig(max_len=10, batch_size=1)) == 2 + 0 + 10
+    # In one batch the short row is padded to the long one's width.
+    assert training_cells(data, SASRecConfig(max_len=10, batch_size=2)) == 2 * 10
 
 
 def test_a_refit_estimate_scales_with_cells_and_epochs_and_matches_the_fit_it_was_timed_on() -> None:
@@ -20,14 +23,14 @@ def test_a_refit_estimate_scales_with_cells_and_epochs_and_matches_the_fit_it_wa
     model = SASRec(config).fit(data, progress=False)
     cost = RefitCost.timed(model, data)
     assert cost.seconds_per_cell > 0
-    once = cost.seconds(data, config.max_len, 1)
-    assert cost.seconds(data, config.max_len, 4) == pytest.approx(4 * once)
-    doubled = TrainingData(data.sequences * 2, N_ITEMS)
-    assert cost.seconds(doubled, config.max_len, 1) == pytest.approx(2 * once)
+    once = cost.seconds(data, config, 1)
+    assert cost.seconds(data, config, 4) == pytest.approx(4 * once)
+    doubled = TrainingData(data.sequences * 2, N_ITEMS)  # twice the rows, batched as alike
+    assert cost.seconds(doubled, config, 1) == pytest.approx(2 * once, rel=0.1)
     # The median epoch stands for every epoch: the estimate of the fit itself lands near its
     # real training time (loosely: the first epoch also warms up).
     assert model.training_log is not None
-    assert 0.3 < cost.seconds(data, config.max_len, 4) / model.training_log.seconds < 3
+    assert 0.3 < cost.seconds(data, config, 4) / model.training_log.seconds < 3
 
 
 def test_an_unfitted_model_cannot_time_a_refit() -> None:

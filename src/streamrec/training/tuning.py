@@ -102,7 +102,7 @@ def tune_update(
     fitted.fit(replace(through[first_scored - 1], learn=None), progress=False)
     # A refit at the first scored slice reads one slice more than this fit did.
     cost = RefitCost.timed(fitted, through[first_scored - 1])
-    refit_seconds = cost.seconds(through[first_scored], config.max_len, fit_config.epochs)
+    refit_seconds = cost.seconds(through[first_scored], fit_config, fit_config.epochs)
     allowance = None if budget is None else budget * refit_seconds
     epochs = _equal_compute_epochs(fitted, through[first_scored], base, grid, text, allowance)
     rng = np.random.default_rng(base.seed)
