@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from streamrec.config import LR_SCHEDULES
+
 DEFAULT_HOME = Path("./recs")
 
 
@@ -170,7 +172,7 @@ def _update_options(sub: argparse.ArgumentParser, *, full_epochs: int | None) ->
     group.add_argument("--update-lr", type=float, default=1e-3)
     group.add_argument(
         "--update-lr-schedule",
-        choices=["constant", "cosine"],
+        choices=LR_SCHEDULES,
         default="cosine",
         help="cosine (default): an update's rate decays to 0 by its last epoch or its time ceiling",
     )

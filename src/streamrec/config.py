@@ -18,6 +18,7 @@ from typing import Any
 from streamrec.events import DEFAULT_EVENT_TYPES, EventSchema
 
 SETTINGS_FILE = "streamrec.toml"
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # an update's, from update_lr_schedule
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,9 @@ class Settings:
     def __post_init__(self) -> None:
         if self.update_budget is not None and not 0 < self.update_budget <= 1:
             raise ValueError(f"update_budget: must be in (0, 1] (got {self.update_budget})")
-        if self.update_lr_schedule not in ("constant", "cosine"):
-            raise ValueError(
-                f"update_lr_schedule: unknown {self.update_lr_schedule!r} (known: constant, cosine)"
-            )
+        if self.update_lr_schedule not in LR_SCHEDULES:
+            known = ", ".join(LR_SCHEDULES)
+            raise ValueError(f"update_lr_schedule: unknown {self.update_lr_schedule!r} (known: {known})")
 
     @property
     def event_types(self) -> tuple[str, ...]:

@@ -28,13 +28,13 @@ from typing import Literal
 import numpy as np
 import torch
 
+from streamrec.config import LR_SCHEDULES
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
 from streamrec.training.loop import Distillation, TrainingLog, train_network
 
 Strategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
 STRATEGIES: tuple[str, ...] = ("finetune", "replay", "replay-distill", "adapter", "full")
-LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 # Modules LoRA adapts: attention (peft wraps nn.MultiheadAttention), feed-forward, text projection.
 ADAPTER_TARGETS = ["self_attn", "linear1", "linear2", "text_projection"]
 
