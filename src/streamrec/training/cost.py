@@ -5,10 +5,10 @@ every padded position, so an epoch's time follows the positions of the batches i
 builds, its *cells*: rows × width summed over the batches. Counting padding matters
 on a small log, where a few batches hold rows of very different lengths: ml-100k's
 period 0 pads 9,173 next-item targets to 22,000 cells, a refit of nine periods only
-77,136 to 97,808. Seconds per cell, timed on a fit's median epoch (the first pays
+77,136 to 98,064. Seconds per cell, timed on a fit's median epoch (the first pays
 for warming up), then stays close to constant as a log grows: across the eight
 30-epoch refits of the ml-100k, synthetic and ml-1m-ts streams, the pace of the fit
-on period 0 predicted 84–102 % of each refit's wall time, where counting targets
+on period 0 predicted 83–106 % of each refit's wall time, where counting targets
 alone predicted 96–172 % (docs/continual.md). So a refit of today's log costs about
 ``seconds_per_cell × cells × epochs``, without running one, and a budget taken of it
 errs on the side of being kept.
