@@ -156,7 +156,7 @@ def _model_options(sub: argparse.ArgumentParser) -> None:
         help="hybrid: chance to hide an ID row per step (trains text)",
     )
     group.add_argument("--lr", type=float, default=1e-3)
-    group.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    group.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant")
     group.add_argument("--batch-size", type=int, default=128)
     group.add_argument("--epochs", type=int, default=100, help="at most this many epochs (default 100)")
     group.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs")

@@ -18,7 +18,7 @@ from typing import Any
 from streamrec.events import DEFAULT_EVENT_TYPES, EventSchema
 
 SETTINGS_FILE = "streamrec.toml"
-LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # an update's, from update_lr_schedule
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # the training loop's learning-rate schedules
 
 
 @dataclass(frozen=True)
