@@ -295,6 +295,7 @@ def test_tune_update_command_suggests_the_best_settings(
     assert main(["tune-update", "--home", str(home)]) == 0
     printed = capsys.readouterr().out
     assert "the first within 1% of the best" in printed
+    assert "learned per update (the worker's: 10,000)" in printed  # a short log: sixths of it
     for key in ("update_epochs", "update_lr", "update_batch_size", "new_item_lr_scale"):  # toml lines
         assert f"\n{key} = " in printed, key
     assert main(["tune-update", "--home", str(home), "--budget", "0.2"]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrec.evaluation.prequential import Examples, cut_into_periods, score_examples
+from streamrec.evaluation.prequential import Examples, cut_at_quantiles, cut_into_periods, score_examples
 from streamrec.models.base import Recommender, TrainingData
 
 
@@ -175,6 +175,15 @@ def test_cut_into_periods_needs_timestamps_and_two_periods() -> None:
         cut_into_periods(TrainingData(data.sequences, data.n_items), 3)
     with pytest.raises(ValueError, match="at least 2"):
         cut_into_periods(data, 1)
+
+
+def test_cut_at_quantiles_sizes_each_period_by_its_share_of_the_events() -> None:
+    split = cut_at_quantiles(small_log(), [0, 0.5, 0.75, 1])  # t 1-6 | 7-9 | 10-12
+    assert [int(sum((p == k).sum() for p in split.periods)) for k in range(3)] == [6, 3, 3]
+    assert split.n_items.tolist() == [5, 6, 8]  # 0, 1, 4, 2, 6 | 7 | 3, 5
+    for bad in ([0, 1], [0.1, 0.5, 1], [0, 0.5, 0.5, 1], [0, 0.5, 0.9]):
+        with pytest.raises(ValueError, match="quantiles: must rise from 0 to 1"):
+            cut_at_quantiles(small_log(), bad)
 
 
 def test_stream_benchmark_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

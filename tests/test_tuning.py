@@ -10,7 +10,7 @@ from chains import N_ITEMS, TINY
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRecConfig
 from streamrec.training.tuning import UPDATE_GRID, tune_update
-from streamrec.training.update import UpdateConfig
+from streamrec.training.update import UpdateConfig, update
 
 BASE = UpdateConfig(epochs=4, replay_users=20, full_epochs=20)
 
@@ -74,6 +74,31 @@ def test_a_budget_sets_the_epochs_from_the_refit_time() -> None:
     # 40 times the allowance: many more passes (the fit and update timings are noisy, not 40× noisy)
     assert 1 <= tight.chosen.epochs < generous.chosen.epochs
     assert generous.chosen.epochs > BASE.epochs
+
+
+def test_slices_are_as_large_as_a_real_update_when_the_history_is_long_enough(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamrec.training import tuning
+
+    learned: list[int] = []
+
+    def counting_update(model, data, config, **options):  # type: ignore[no-untyped-def]
+        learned.append(int(sum(m.sum() for m in data.learn)))
+        return update(model, data, config, **options)
+
+    monkeypatch.setattr(tuning, "update", counting_update)
+    history = drifting_chains()  # about 2,200 events: equal sixths would hold about 370
+    grid = ({"lr": 5e-3},)
+    config = SASRecConfig(item_tower="id", **TINY)
+    small = tune_update(history, config, BASE, grid=grid, update_events=100)
+    assert small.slice_events == 100 and all(95 <= n <= 105 for n in learned), learned
+    learned.clear()
+    large = tune_update(history, config, BASE, grid=grid, update_events=10_000)  # more than a sixth
+    events = sum(len(s) for s in history.sequences)
+    assert large.slice_events == round(events / 6) and all(abs(n - events / 6) <= 5 for n in learned)
+    with pytest.raises(ValueError, match="update_events: must be at least 1"):
+        tune_update(history, config, BASE, grid=grid, update_events=0)
 
 
 def test_the_default_grid_puts_the_gentlest_setting_first() -> None:

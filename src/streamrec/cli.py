@@ -370,8 +370,10 @@ def cmd_tune_update(args: argparse.Namespace) -> int:
     for candidate in result.candidates:
         shown = ", ".join(f"{key} {value}" for key, value in candidate["settings"].items())
         print(f"NDCG@10 {candidate['ndcg@10_mean']:.4f}  {shown}")
+    worker = settings.update_every_events
+    print(f"\nslices of about {result.slice_events:,} events learned per update (the worker's: {worker:,})")
     if result.budget is not None:
-        print(f"\nepochs sized so an update takes about {result.budget:.0%} of a refit's time on this log")
+        print(f"epochs sized so an update takes about {result.budget:.0%} of a refit's time on this log")
     print(
         f"\nchosen in {result.seconds:.0f} s: the first within {result.tolerance:.0%} of the best."
         f" To use it, put in {args.home}/streamrec.toml:"

@@ -81,12 +81,21 @@ class Examples:
 
 def cut_into_periods(data: TrainingData, periods: int) -> StreamSplit:
     """Split by time into ``periods`` equal-count periods; needs ``data.timestamps``."""
-    if data.timestamps is None:
-        raise ValueError("prequential evaluation needs event timestamps; this dataset has none")
     if periods < 2:
         raise ValueError(f"periods must be at least 2, got {periods}")
+    return cut_at_quantiles(data, np.linspace(0, 1, periods + 1))
+
+
+def cut_at_quantiles(data: TrainingData, quantiles: np.ndarray) -> StreamSplit:
+    """Split by time at event-count ``quantiles`` (0 … 1, rising): period p ends at the (p + 1)-th."""
+    if data.timestamps is None:
+        raise ValueError("prequential evaluation needs event timestamps; this dataset has none")
+    quantiles = np.asarray(quantiles, dtype=np.float64)
+    if len(quantiles) < 3 or quantiles[0] != 0 or quantiles[-1] != 1 or np.any(np.diff(quantiles) <= 0):
+        raise ValueError(f"quantiles: must rise from 0 to 1 with at least 2 periods (got {quantiles})")
+    periods = len(quantiles) - 1
     times = np.concatenate(data.timestamps)
-    edges = np.quantile(times, np.linspace(0, 1, periods + 1))
+    edges = np.quantile(times, quantiles)
     edges[-1] = np.inf
     period_of = [
         np.clip(np.searchsorted(edges, t, side="right") - 1, 0, periods - 1) for t in data.timestamps

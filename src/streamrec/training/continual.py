@@ -97,7 +97,9 @@ def tune_update_settings(
 ) -> TuningResult:
     """Tune the update's step settings on the whole log, with the live version's model settings.
 
-    ``budget``: the share of a refit's time an update may take, which sets its epochs.
+    The slices the candidates learn are as large as the worker's updates
+    (``update_every_events``) where the log is long enough. ``budget``: the share
+    of a refit's time an update may take, which sets its epochs.
     """
     registry = Registry(Path(home) / MODELS_DIR)
     live = _live_version(registry, home)
@@ -107,7 +109,12 @@ def tune_update_settings(
     encoder = text_encoder_for(Path(home), info.text_model) if info.text_model else None
     text = encoder.encode(prepared.texts, progress=False) if encoder else None
     return tune_update(
-        prepared.data, model_config, update_config_from(settings), text_embeddings=text, budget=budget
+        prepared.data,
+        model_config,
+        update_config_from(settings),
+        text_embeddings=text,
+        update_events=settings.update_every_events,
+        budget=budget,
     )
 
 

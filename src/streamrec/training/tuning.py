@@ -5,8 +5,8 @@ bring many users with long histories wants more and larger steps than a small
 one, where the same steps overfit, and a stream whose catalogue turns over
 wants new items' rows to learn faster. Rather than guess, :func:`tune_update`
 replays the history it is given as a small test-then-train run: it fits a model
-on the first half, then for each candidate setting scores the next slice of
-events before learning it. Differences of a percent are noise at this scale, so
+on the first half, then for each candidate setting learns each slice and scores
+the next one. Differences of a percent are noise at this scale, so
 the first candidate (the gentlest) within ``tolerance`` of the best mean NDCG@10 wins.
 
 Candidates are compared at equal compute: a smaller batch takes more optimiser
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.evaluation.prequential import cut_into_periods, score_examples
+from streamrec.evaluation.prequential import cut_at_quantiles, score_examples
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.training.cost import RefitCost
@@ -48,6 +48,7 @@ class TuningResult:
     tolerance: float  # the chosen one is the first within this fraction of the best
     budget: float | None = None  # each candidate's update time / a refit's, when it set the epochs
     refit_seconds: float = 0.0  # the refit time the budget was taken of (estimated on the history)
+    slice_events: int = 0  # about how many events each slice an update learned held
 
     def summary(self) -> dict[str, Any]:
         settings = {key: getattr(self.chosen, key) for key in self.candidates[0]["settings"]}
@@ -57,6 +58,7 @@ class TuningResult:
             "tolerance": self.tolerance,
             "budget": self.budget,
             "refit_seconds": round(self.refit_seconds, 2),
+            "slice_events": self.slice_events,
             "seconds": round(self.seconds, 2),
         }
 
@@ -68,6 +70,7 @@ def tune_update(
     *,
     text_embeddings: np.ndarray | None = None,
     slices: int = 6,
+    update_events: int | None = None,
     grid: tuple[dict[str, Any], ...] = UPDATE_GRID,
     tolerance: float = 0.01,
     budget: float | None = None,
@@ -76,8 +79,11 @@ def tune_update(
 
     ``history`` is cut by time into ``slices`` equal slices; a model is fitted on
     the first half (``base.full_epochs`` epochs, like a refit), and every candidate
-    then scores each later slice before learning it. ``text_embeddings`` are
-    indexed by ``history``'s item codes. The first candidate whose mean NDCG@10
+    then learns each later slice and is scored on the next, up to the last. With
+    ``update_events`` (the new events a real update learns), the later slices hold
+    that many events when it is fewer, and the fit reads all before them: how far
+    an update should move depends on how much it learns at once. ``text_embeddings``
+    are indexed by ``history``'s item codes. The first candidate whose mean NDCG@10
     is within ``tolerance`` (a fraction) of the best is chosen. ``budget``, a share
     of a refit's time, sets every candidate's epochs instead of ``base.epochs``.
     """
@@ -85,6 +91,8 @@ def tune_update(
         raise ValueError("tuning an update needs event timestamps")
     if slices < 4:
         raise ValueError(f"slices: must be at least 4 (got {slices})")
+    if update_events is not None and update_events < 1:
+        raise ValueError(f"update_events: must be at least 1 (got {update_events})")
     if not grid:
         raise ValueError("grid: needs at least one candidate setting")
     if not 0 <= tolerance < 1:
@@ -92,37 +100,44 @@ def tune_update(
     if budget is not None and not 0 < budget <= 1:
         raise ValueError(f"budget: must be in (0, 1] (got {budget})")
     started = time.perf_counter()
-    split = cut_into_periods(replace(history, learn=None), slices)
+    # Period 0 is what the tuner fits on; periods 1 .. later are the slices updates learn.
+    later = slices - slices // 2
+    events = sum(len(s) for s in history.sequences)
+    share = 1 / slices if update_events is None else min(update_events / events, 1 / slices)
+    split = cut_at_quantiles(
+        replace(history, learn=None), [0.0, *(1 - share * k for k in range(later, -1, -1))]
+    )
     text = None if text_embeddings is None or config.item_tower == "id" else text_embeddings[split.item_order]
-    first_scored = slices // 2
-    # The events through each slice the tuner fits or updates on, cut once for every candidate.
-    through = {s: split.through(s) for s in range(first_scored - 1, slices - 1)}
+    # The events through each period the tuner fits or updates on, cut once for every candidate.
+    through = {s: split.through(s) for s in range(later)}
     fit_config = replace(config, epochs=base.refit_epochs(config), seed=base.seed)
-    fitted = SASRec(fit_config, None if text is None else text[: split.n_items[first_scored - 1]])
-    fitted.fit(replace(through[first_scored - 1], learn=None), progress=False)
-    # A refit at the first scored slice reads one slice more than this fit did.
-    cost = RefitCost.timed(fitted, through[first_scored - 1])
-    refit_seconds = cost.seconds(through[first_scored], fit_config, fit_config.epochs)
+    fitted = SASRec(fit_config, None if text is None else text[: split.n_items[0]])
+    fitted.fit(replace(through[0], learn=None), progress=False)
+    # A refit after the first slice reads one slice more than this fit did.
+    cost = RefitCost.timed(fitted, through[0])
+    refit_seconds = cost.seconds(through[1], fit_config, fit_config.epochs)
     allowance = None if budget is None else budget * refit_seconds
-    epochs = _equal_compute_epochs(fitted, through[first_scored], base, grid, text, allowance)
+    epochs = _equal_compute_epochs(fitted, through[1], base, grid, text, allowance)
     rng = np.random.default_rng(base.seed)
-    examples = {s: split.examples(s, None, rng) for s in range(first_scored, slices)}
+    # The first slice is learned, never scored: scored before any update, it would score every
+    # candidate alike, and the tolerance is a share of what the updates change.
+    examples = {s: split.examples(s, None, rng) for s in range(2, later + 1)}
     candidates = []
     for settings in grid:
         settings = {**settings, "epochs": epochs[settings.get("batch_size", base.batch_size)]}
         candidate = replace(base, **settings)
         model, ndcg = fitted, []
-        for s in range(first_scored, slices):
-            if split.n_items[s] > model.n_items:
-                model = model.grow(int(split.n_items[s]), text)
-            ndcg.append(score_examples(model, examples[s])["ndcg@10"])
-            if s < slices - 1:
-                model = update(model, through[s], candidate, text_embeddings=text).model
+        for s in range(1, later):
+            model = update(model, through[s], candidate, text_embeddings=text).model
+            if split.n_items[s + 1] > model.n_items:
+                model = model.grow(int(split.n_items[s + 1]), text)
+            ndcg.append(score_examples(model, examples[s + 1])["ndcg@10"])
         candidates.append({"settings": settings, "ndcg@10_mean": round(float(np.mean(ndcg)), 5)})
     best = max(c["ndcg@10_mean"] for c in candidates)
     first = next(c for c in candidates if c["ndcg@10_mean"] >= (1 - tolerance) * best)
     chosen = replace(base, **first["settings"])
-    return TuningResult(chosen, candidates, time.perf_counter() - started, tolerance, budget, refit_seconds)
+    seconds = time.perf_counter() - started
+    return TuningResult(chosen, candidates, seconds, tolerance, budget, refit_seconds, round(share * events))
 
 
 def _equal_compute_epochs(
