@@ -25,7 +25,7 @@ from streamrec.serving.app import create_app
 from streamrec.store import open_store
 from streamrec.training import continual
 from streamrec.training.continual import UpdateInProgress, run_update, update_lock
-from streamrec.training.cost import REFIT_PACE, REFIT_REFERENCE
+from streamrec.training.cost import REFIT_PACE
 from streamrec.training.fit import MODELS_DIR, prepare, train_and_register
 from streamrec.training.tuning import UPDATE_GRID
 from streamrec.training.worker import Trigger
@@ -118,16 +118,13 @@ def test_a_rejected_candidate_never_becomes_live(home: Path) -> None:
 
 
 def test_an_update_budget_caps_the_update_at_a_share_of_a_refits_time(home: Path) -> None:
-    fitted = registry_of(home).get("v0001").timings  # the first fit recorded its pace …
-    pace, reference = fitted[REFIT_PACE], fitted[REFIT_REFERENCE]  # … and the machine's speed then
-    assert pace > 0 and reference > 0
+    pace = registry_of(home).get("v0001").timings[REFIT_PACE]  # recorded by the first fit
+    assert pace > 0
     tiny = dataclasses.replace(SETTINGS, update_epochs=3, update_budget=1e-9)  # no time for a 2nd epoch
     with open_store(home) as store:
         outcome = run_update(store, home, tiny, strategy="replay", progress=False)
     assert outcome.version.update["epochs"] == 1
-    timings = outcome.version.timings
-    assert (timings[REFIT_PACE], timings[REFIT_REFERENCE]) == (pace, reference)  # carried along
-    assert 0.5 <= timings["machine_slowdown"] <= 2.0  # how much slower a refit would run now
+    assert outcome.version.timings[REFIT_PACE] == pace  # carried along, so pruning never loses it
 
 
 def test_an_update_budget_needs_a_timed_fit_and_a_share(home: Path) -> None:

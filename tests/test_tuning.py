@@ -175,9 +175,6 @@ def test_stream_benchmark_caps_each_update_at_the_budget(
     assert result["strategies"]["full"]["epochs_median"] == 2  # a refit is never capped
     assert result["update_budget"] == 1e-6 and result["refit_seconds_per_cell"]["id"] > 0
     assert 0 < replay["updates"][0]["max_seconds"] < 1e-3  # a millionth of a refit of a tiny log
-    assert (
-        0.5 <= replay["updates"][0]["machine_slowdown"] <= 2.0 and result["refit_reference_seconds"]["id"] > 0
-    )
     assert "past 0% of a refit's time" in (tmp_path / "stream.md").read_text()
     with pytest.raises(ValueError, match=r"^--update-budget: must be in \(0, 1\]"):
         run_stream_benchmark(**options, update_budget=1.5)

@@ -166,7 +166,6 @@ def run_stream_benchmark(
         "update_tuning": tuning.summary() if tuning else None,
         "update_budget": update_budget,
         "refit_seconds_per_cell": {tower: cost.seconds_per_cell for tower, cost in refit_costs.items()},
-        "refit_reference_seconds": {tower: cost.reference_seconds for tower, cost in refit_costs.items()},
         "initial_fit_seconds": {tower: round(s, 2) for tower, (_, s) in initial.items()},
         "text_model": text_model if text is not None else None,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
@@ -223,8 +222,7 @@ def _budget_lines(budget: float | None) -> list[str]:
         return []
     return [
         f"Each update stops before an epoch that would take it past {budget:.0%} of a refit's time,"
-        " estimated from the initial fit's pace per training cell, rescaled by how fast the machine ran"
-        " a reference workload before each update.",
+        " estimated from the initial fit's pace per training cell.",
         "",
     ]
 
@@ -263,15 +261,12 @@ def _run_strategy(
             continue  # static never learns; learning the last period would never be scored
         learned = split.through(period)
         step = replace(update_config, strategy=name)
-        slowdown = None
         if budget is not None and name != "full":
             share, cost = budget
-            now = cost.now()  # a refit made now, as fast as the machine runs now
-            slowdown = round(now.seconds_per_cell / cost.seconds_per_cell, 3)
-            step = replace(step, max_seconds=now.ceiling(share, learned, model.config, step))
+            step = replace(step, max_seconds=cost.ceiling(share, learned, model.config, step))
         result = update(model, learned, step, text_embeddings=text)
         model = result.model
-        updates.append(result.summary() | {"max_seconds": step.max_seconds, "machine_slowdown": slowdown})
+        updates.append(result.summary() | {"max_seconds": step.max_seconds})
         forgetting_curve.append(score_examples(model, forgetting_slice)["ndcg@10"])
         _log(
             progress,

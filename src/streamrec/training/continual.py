@@ -31,7 +31,7 @@ from streamrec.evaluation.offline import evaluate
 from streamrec.models.sasrec import SASRec
 from streamrec.registry import Registry, VersionInfo
 from streamrec.store import Store
-from streamrec.training.cost import RefitCost, cost_timings, recorded_cost
+from streamrec.training.cost import REFIT_PACE, RefitCost
 from streamrec.training.fit import MODELS_DIR, PreparedData, fit_sasrec, prepare, text_encoder_for
 from streamrec.training.tuning import TuningResult, tune_update
 from streamrec.training.update import UpdateConfig, update
@@ -188,24 +188,22 @@ def run_update(
             config = replace(config, strategy="full")
 
         train = judged.through(cut, learn_after=start)
-        cost = _latest_refit_cost(versions)  # carried into every version, so pruning never loses it
-        timings: dict[str, float] = {} if cost is None else cost_timings(cost)
+        pace = _latest_pace(versions)  # carried into every version, so pruning never loses it
         if settings.update_budget is not None and config.strategy != "full":
-            if cost is None:
+            if pace is None:
                 raise ValueError(
                     "update_budget: no fit in this registry was timed (models trained before streamrec"
                     " recorded its pace); run `streamrec train` once, or unset update_budget"
                 )
-            now = cost.now()  # a refit made now, on the machine as busy as it is
-            timings["machine_slowdown"] = round(now.seconds_per_cell / cost.seconds_per_cell, 3)
-            ceiling = now.ceiling(settings.update_budget, train.data, model.config, config)
+            ceiling = RefitCost(pace).ceiling(settings.update_budget, train.data, model.config, config)
             config = replace(config, max_seconds=ceiling)
         update_started = time.perf_counter()
+        timings = {} if pace is None else {REFIT_PACE: pace}
         if config.strategy == "full":
             fresh_config = replace(model.config, epochs=config.refit_epochs(model.config))
             refit_data = replace(train, data=replace(train.data, learn=None))
             candidate, _ = fit_sasrec(refit_data, fresh_config, encoder, progress=progress)
-            timings.update(cost_timings(RefitCost.timed(candidate, refit_data.data)))
+            timings[REFIT_PACE] = RefitCost.timed(candidate, refit_data.data).seconds_per_cell
             summary = {"strategy": "full", "trainable_fraction": 1.0, "changed_fraction": 1.0}
         else:
             result = update(model, train.data, config, text_embeddings=text, progress=progress)
@@ -262,9 +260,9 @@ def run_update(
         return UpdateOutcome(version, promoted and promote, verdict)
 
 
-def _latest_refit_cost(versions: list[VersionInfo]) -> RefitCost | None:
+def _latest_pace(versions: list[VersionInfo]) -> float | None:
     """The newest version's record of a refit's pace (a machine's pace, whichever lineage)."""
-    timed = [cost for v in versions if (cost := recorded_cost(v.timings)) is not None]
+    timed = [v.timings[REFIT_PACE] for v in versions if REFIT_PACE in v.timings]
     return timed[-1] if timed else None
 
 
