@@ -10,6 +10,7 @@ in the period being scored.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,7 +87,7 @@ def cut_into_periods(data: TrainingData, periods: int) -> StreamSplit:
     return cut_at_quantiles(data, np.linspace(0, 1, periods + 1))
 
 
-def cut_at_quantiles(data: TrainingData, quantiles: np.ndarray) -> StreamSplit:
+def cut_at_quantiles(data: TrainingData, quantiles: Sequence[float] | np.ndarray) -> StreamSplit:
     """Split by time at event-count ``quantiles`` (0 … 1, rising): period p ends at the (p + 1)-th."""
     if data.timestamps is None:
         raise ValueError("prequential evaluation needs event timestamps; this dataset has none")

@@ -5,9 +5,10 @@ bring many users with long histories wants more and larger steps than a small
 one, where the same steps overfit, and a stream whose catalogue turns over
 wants new items' rows to learn faster. Rather than guess, :func:`tune_update`
 replays the history it is given as a small test-then-train run: it fits a model
-on the first half, then for each candidate setting learns each slice and scores
-the next one. Differences of a percent are noise at this scale, so
-the first candidate (the gentlest) within ``tolerance`` of the best mean NDCG@10 wins.
+on the older part (the first half, unless slices as large as a real update leave
+more), then for each candidate setting learns each newer slice and scores the
+next one. Differences of a percent are noise at this scale, so the first
+candidate (the gentlest) within ``tolerance`` of the best mean NDCG@10 wins.
 
 Candidates are compared at equal compute: a smaller batch takes more optimiser
 steps per epoch but pads less, so each batch size gets the epochs that fit in one
