@@ -370,8 +370,11 @@ def cmd_tune_update(args: argparse.Namespace) -> int:
     for candidate in result.candidates:
         shown = ", ".join(f"{key} {value}" for key, value in candidate["settings"].items())
         print(f"NDCG@10 {candidate['ndcg@10_mean']:.4f}  {shown}")
-    worker = settings.update_every_events
-    print(f"\nslices of about {result.slice_events:,} events learned per update (the worker's: {worker:,})")
+    worker_events = settings.update_every_events
+    print(
+        f"\nslices of about {result.slice_events:,} events learned per update"
+        f" (the worker's: {worker_events:,})"
+    )
     if result.budget is not None:
         print(f"epochs sized so an update takes about {result.budget:.0%} of a refit's time on this log")
     print(
