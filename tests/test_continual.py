@@ -299,7 +299,7 @@ def test_tune_update_command_suggests_the_best_settings(
     for key in ("update_epochs", "update_lr", "update_batch_size", "new_item_lr_scale"):  # toml lines
         assert f"\n{key} = " in printed, key
     assert main(["tune-update", "--home", str(home), "--budget", "0.2"]) == 0
-    assert "an update takes about 20% of a refit's time" in capsys.readouterr().out
+    assert "an update takes about 20% of a refit's compute" in capsys.readouterr().out
     assert main(["tune-update", "--home", str(home), "--budget", "2"]) == 2
     assert "budget: must be in (0, 1]" in capsys.readouterr().err
     assert main(["tune-update", "--home", str(home / "missing")]) == 2

@@ -6,7 +6,8 @@ import pytest
 from chains import N_ITEMS, TINY, chain_data
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
-from streamrec.training.cost import RefitCost, training_cells
+from streamrec.training.cost import REFIT_PACE, RefitCost, training_cells
+from streamrec.training.loop import TrainingBatches
 
 
 def test_training_cells_count_each_users_newest_max_len_targets_padded_as_batched() -> None:
@@ -36,3 +37,23 @@ def test_a_refit_estimate_scales_with_cells_and_epochs_and_matches_the_fit_it_wa
 def test_an_unfitted_model_cannot_time_a_refit() -> None:
     with pytest.raises(ValueError, match="fit it first"):
         RefitCost.timed(SASRec(SASRecConfig(item_tower="id", **TINY)), chain_data(users=10, seed=0))
+
+
+def test_a_fits_pace_splits_into_a_part_per_cell_and_a_fixed_part_per_step() -> None:
+    data = chain_data(users=60, seed=0)
+    model = SASRec(SASRecConfig(item_tower="id", **{**TINY, "epochs": 3})).fit(data, progress=False)
+    cost = RefitCost.timed(model, data)
+    assert cost.seconds_per_cell > 0 and cost.seconds_per_step > 0
+    assert RefitCost.from_timings(cost.timings()) == cost
+    assert RefitCost.from_timings({REFIT_PACE: 2.0}) == RefitCost(2.0, 0.0)  # recorded before steps were
+    assert RefitCost.from_timings({"train_seconds": 3.0}) is None
+
+
+def test_affordable_steps_take_the_share_of_a_refit_at_the_pace_of_the_updates_own_steps() -> None:
+    rows = TrainingBatches.from_data(TrainingData([np.arange(11)] * 8, 11), SASRecConfig(max_len=10))
+    # 8 rows of 10 targets, 4 to a step: two steps of 40 cells, each 40 + 10 seconds at this pace.
+    cost = RefitCost(seconds_per_cell=1.0, seconds_per_step=10.0)
+    assert cost.epoch_seconds(rows.lengths, 4) == 2 * 50
+    assert cost.affordable_steps(0.1, refit=1000.0, training=rows, batch_size=4) == 2  # 100 s / 50
+    assert cost.affordable_steps(0.1, refit=1000.0, training=rows, batch_size=8) == 1  # 100 s / 90
+    assert cost.affordable_steps(1e-9, refit=1000.0, training=rows, batch_size=4) == 1  # never none

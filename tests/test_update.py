@@ -11,6 +11,7 @@ from chains import N_ITEMS, TINY, chain_data
 from streamrec.evaluation.offline import evaluate
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
+from streamrec.training.cost import RefitCost
 from streamrec.training.loop import TrainingBatches
 from streamrec.training.update import UpdateConfig, UpdateResult, update
 
@@ -393,7 +394,8 @@ def test_new_item_lr_scale_moves_only_new_rows_faster_and_folds_back(
         ({"replay_share": 0.0}, "replay_share"),
         ({"replay_share": 1.5}, "replay_share"),
         ({"replay_users": -1}, "replay_users"),
-        ({"max_seconds": 0.0}, "max_seconds"),
+        ({"budget": 0.0}, "budget"),
+        ({"budget": 1.5}, "budget"),
         ({"lr_schedule": "linear"}, "lr_schedule"),
     ],
 )
@@ -402,11 +404,26 @@ def test_update_config_names_the_bad_field(options: dict, field: str) -> None:
         UpdateConfig(**options)
 
 
-def test_max_seconds_stops_before_an_epoch_that_would_pass_it(hybrid: SASRec, new_data: TrainingData) -> None:
+def test_a_budget_ends_the_update_at_its_share_of_a_refits_compute_whatever_the_machines_speed(
+    hybrid: SASRec, new_data: TrainingData
+) -> None:
     unbounded = update(hybrid, new_data, UpdateConfig(epochs=4, replay_users=10), text_embeddings=TEXT)
-    assert unbounded.epochs == 4 and unbounded.summary()["epochs"] == 4
-    # A microsecond allows no second epoch: the first always runs, and nothing after it.
-    capped = UpdateConfig(epochs=4, replay_users=10, max_seconds=1e-6)
-    assert update(hybrid, new_data, capped, text_embeddings=TEXT).epochs == 1
-    adapter = update(hybrid, new_data, replace(capped, strategy="adapter"), text_embeddings=TEXT)
-    assert adapter.epochs == 1
+    assert unbounded.epochs == 4 and unbounded.summary()["steps"] == unbounded.steps > 4
+    pace = RefitCost(seconds_per_cell=1e-5, seconds_per_step=1e-3)
+    # A millionth of a 30-epoch refit affords one step, and the update stops there, mid-epoch.
+    tiny = UpdateConfig(epochs=4, replay_users=10, full_epochs=30, budget=1e-6)
+    capped = update(hybrid, new_data, tiny, text_embeddings=TEXT, cost=pace)
+    assert (capped.epochs, capped.steps) == (1, 1)
+    adapter = update(hybrid, new_data, replace(tiny, strategy="adapter"), text_embeddings=TEXT, cost=pace)
+    assert adapter.steps == 1
+    # A share is priced at one pace for the refit and the update alike: a machine ten times
+    # slower takes the same steps; a budget the epochs never reach leaves them the limit.
+    half = replace(tiny, budget=0.05)
+    steps = update(hybrid, new_data, half, text_embeddings=TEXT, cost=pace).steps
+    slower = RefitCost(pace.seconds_per_cell * 10, pace.seconds_per_step * 10)
+    assert update(hybrid, new_data, half, text_embeddings=TEXT, cost=slower).steps == steps
+    assert 1 < steps < unbounded.steps
+    ample = update(hybrid, new_data, replace(tiny, budget=1.0), text_embeddings=TEXT, cost=pace)
+    assert ample.steps == unbounded.steps
+    with pytest.raises(ValueError, match=r"^budget: needs a fit's pace"):
+        update(hybrid, new_data, tiny, text_embeddings=TEXT)

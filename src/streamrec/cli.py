@@ -376,7 +376,7 @@ def cmd_tune_update(args: argparse.Namespace) -> int:
         f" (the worker's: {worker_events:,})"
     )
     if result.budget is not None:
-        print(f"epochs sized so an update takes about {result.budget:.0%} of a refit's time on this log")
+        print(f"epochs sized so an update takes about {result.budget:.0%} of a refit's compute on this log")
     print(
         f"\nchosen in {result.seconds:.0f} s: the first within {result.tolerance:.0%} of the best."
         f" To use it, put in {args.home}/streamrec.toml:"
@@ -639,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument(
         "--budget",
         type=float,
-        help="share of a refit's time an update may take (e.g. 0.15); sets update_epochs too",
+        help="share of a refit's compute an update may take (e.g. 0.15); sets update_epochs too",
     )
     tune.add_argument("--json", action="store_true")
 
@@ -721,8 +721,9 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument(
         "--update-budget",
         type=float,
-        help="the share of a refit's time an update may take: each update stops before an epoch that"
-        " would pass it; with --tune-update it also sets the planned epochs (instead of --update-epochs)",
+        help="the share of a refit's compute an update may take, both priced at the initial fit's pace:"
+        " each update stops at the step that would pass it; with --tune-update it also sets the"
+        " planned epochs (instead of --update-epochs)",
     )
     stream.add_argument("--out", type=Path, required=True, help="result JSON (a .png beside it)")
     stream.add_argument("--quiet", action="store_true")

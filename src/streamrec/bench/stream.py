@@ -74,10 +74,9 @@ def run_stream_benchmark(
 ) -> dict[str, Any]:
     """Run every strategy side by side; ``tune``: pick the update's step settings on period 0 first.
 
-    ``update_budget``: the share of a refit's time an update may take. Each update
-    stops before an epoch that would pass it, a refit's time being estimated from
-    the initial fit's pace (:class:`RefitCost`); with ``tune``, it also sets how many
-    epochs the update plans for.
+    ``update_budget``: the share of a refit's compute an update may take. Each update
+    stops at the step that would pass it, both priced at the initial fit's pace
+    (:class:`RefitCost`); with ``tune``, it also sets how many epochs the update plans for.
     """
     if update_budget is not None and not 0 < update_budget <= 1:
         raise ValueError(f"--update-budget: must be in (0, 1] (got {update_budget})")
@@ -165,7 +164,7 @@ def run_stream_benchmark(
         "update_config": update_config.__dict__,
         "update_tuning": tuning.summary() if tuning else None,
         "update_budget": update_budget,
-        "refit_seconds_per_cell": {tower: cost.seconds_per_cell for tower, cost in refit_costs.items()},
+        "refit_pace": {tower: cost.timings() for tower, cost in refit_costs.items()},
         "initial_fit_seconds": {tower: round(s, 2) for tower, (_, s) in initial.items()},
         "text_model": text_model if text is not None else None,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
@@ -221,8 +220,8 @@ def _budget_lines(budget: float | None) -> list[str]:
     if budget is None:
         return []
     return [
-        f"Each update stops before an epoch that would take it past {budget:.0%} of a refit's time,"
-        " estimated from the initial fit's pace per training cell.",
+        f"Each update stops at the step that would take it past {budget:.0%} of a refit's compute,"
+        " both estimated at the initial fit's pace (per padded cell and per step).",
         "",
     ]
 
@@ -243,7 +242,7 @@ def _run_strategy(
     label: str,
     budget: tuple[float, RefitCost] | None,
 ) -> dict[str, Any]:
-    """``budget``: (share, refit pace) caps each update at that share of a refit's estimated time."""
+    """``budget``: (share, refit pace) caps each update at that share of a refit's estimated compute."""
     examples, cold_sets = evaluation  # a uniform sample of each period; all its cold events (capped)
     per_period: list[dict[str, float]] = []
     updates: list[dict[str, Any]] = []
@@ -261,12 +260,13 @@ def _run_strategy(
             continue  # static never learns; learning the last period would never be scored
         learned = split.through(period)
         step = replace(update_config, strategy=name)
+        cost = None
         if budget is not None and name != "full":
             share, cost = budget
-            step = replace(step, max_seconds=cost.ceiling(share, learned, model.config, step))
-        result = update(model, learned, step, text_embeddings=text)
+            step = replace(step, budget=share)
+        result = update(model, learned, step, text_embeddings=text, cost=cost)
         model = result.model
-        updates.append(result.summary() | {"max_seconds": step.max_seconds})
+        updates.append(result.summary())
         forgetting_curve.append(score_examples(model, forgetting_slice)["ndcg@10"])
         _log(
             progress,

@@ -31,7 +31,7 @@ from streamrec.evaluation.offline import evaluate
 from streamrec.models.sasrec import SASRec
 from streamrec.registry import Registry, VersionInfo
 from streamrec.store import Store
-from streamrec.training.cost import REFIT_PACE, RefitCost
+from streamrec.training.cost import RefitCost
 from streamrec.training.fit import MODELS_DIR, PreparedData, fit_sasrec, prepare, text_encoder_for
 from streamrec.training.tuning import TuningResult, tune_update
 from streamrec.training.update import UpdateConfig, update
@@ -195,18 +195,17 @@ def run_update(
                     "update_budget: no fit in this registry was timed (models trained before streamrec"
                     " recorded its pace); run `streamrec train` once, or unset update_budget"
                 )
-            ceiling = RefitCost(pace).ceiling(settings.update_budget, train.data, model.config, config)
-            config = replace(config, max_seconds=ceiling)
+            config = replace(config, budget=settings.update_budget)
         update_started = time.perf_counter()
-        timings = {} if pace is None else {REFIT_PACE: pace}
+        timings = {} if pace is None else pace.timings()
         if config.strategy == "full":
             fresh_config = replace(model.config, epochs=config.refit_epochs(model.config))
             refit_data = replace(train, data=replace(train.data, learn=None))
             candidate, _ = fit_sasrec(refit_data, fresh_config, encoder, progress=progress)
-            timings[REFIT_PACE] = RefitCost.timed(candidate, refit_data.data).seconds_per_cell
+            timings |= RefitCost.timed(candidate, refit_data.data).timings()
             summary = {"strategy": "full", "trainable_fraction": 1.0, "changed_fraction": 1.0}
         else:
-            result = update(model, train.data, config, text_embeddings=text, progress=progress)
+            result = update(model, train.data, config, text_embeddings=text, cost=pace, progress=progress)
             candidate, summary = result.model, result.summary()
         update_seconds = time.perf_counter() - update_started
         candidate_ndcg = _ndcg(candidate, histories, targets)
@@ -260,9 +259,9 @@ def run_update(
         return UpdateOutcome(version, promoted and promote, verdict)
 
 
-def _latest_pace(versions: list[VersionInfo]) -> float | None:
+def _latest_pace(versions: list[VersionInfo]) -> RefitCost | None:
     """The newest version's record of a refit's pace (a machine's pace, whichever lineage)."""
-    timed = [v.timings[REFIT_PACE] for v in versions if REFIT_PACE in v.timings]
+    timed = [cost for v in versions if (cost := RefitCost.from_timings(v.timings)) is not None]
     return timed[-1] if timed else None
 
 

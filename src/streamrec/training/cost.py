@@ -1,62 +1,100 @@
-"""What a refit would cost now, from how fast the last fit trained: the unit an update's budget is in.
+"""What training costs, from how fast the last fit trained: the unit an update's budget is in.
 
 The training loop pads each batch to its longest row, and the transformer reads
-every padded position, so an epoch's time follows the positions of the batches it
-builds, its *cells*: rows × width summed over the batches. Counting padding matters
-on a small log, where a few batches hold rows of very different lengths: ml-100k's
-period 0 pads 9,173 next-item targets to 22,000 cells, a refit of nine periods only
-77,136 to 98,064. Seconds per cell, timed on a fit's median epoch (the first pays
-for warming up), then stays close to constant as a log grows: across the eight
-30-epoch refits of the ml-100k, synthetic and ml-1m-ts streams, the pace of the fit
-on period 0 predicted 83–106 % of each refit's wall time, where counting targets
-alone predicted 96–172 % (docs/continual.md). So a refit of today's log costs about
-``seconds_per_cell × cells × epochs``, without running one, and a budget taken of it
-errs on the side of being kept.
+every padded position, so most of a step's time follows its *cells* (rows ×
+width). The rest does not grow with the batch: each step runs the item tower over
+the whole catalogue and the optimiser over every weight. That fixed part is why
+32-row steps cost more per cell than 128-row steps (about 10 % more on ml-1m-ts),
+so a step costs ``seconds_per_cell × cells + seconds_per_step``.
+
+An update's budget is a share of a refit's *compute*, both estimated with one
+fit's pace: a machine that slows down or speeds up after the fit changes the
+update's wall time and the refit's alike, so it changes neither the steps an
+update may take nor the share it ends up using. Timing wall seconds against a
+ceiling set once did not hold: on a shared machine refits ran 1.1–1.8 times
+slower than the fit that set it, and updates were starved (docs/continual.md).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
-from streamrec.training.loop import length_bucketed_batches
+from streamrec.training.loop import TrainingBatches, fixed_step_seconds, length_bucketed_batches
 
-if TYPE_CHECKING:
-    from streamrec.training.update import UpdateConfig
+# The registry timings a fit records its pace under.
+REFIT_PACE = "refit_seconds_per_cell"
+REFIT_STEP = "refit_seconds_per_step"
 
-REFIT_PACE = "refit_seconds_per_cell"  # the registry timing a fit records its pace under
+
+def batch_cells(lengths: np.ndarray, batch_size: int) -> np.ndarray:
+    """Each step's padded cells (rows × width) in an epoch over rows of these ``lengths``.
+
+    Batched as the training loop batches them (with a fixed seed: the widths
+    barely move between epochs, since rows are bucketed by length).
+    """
+    batches = length_bucketed_batches(lengths, batch_size, np.random.default_rng(0))
+    return np.array([len(rows) * int(lengths[rows].max()) for rows in batches], dtype=np.int64)
+
+
+def refit_lengths(data: TrainingData, model: SASRecConfig) -> np.ndarray:
+    """Targets per training row of a refit on ``data``: every user with two events or more."""
+    return np.array([min(len(s) - 1, model.max_len) for s in data.sequences if len(s) >= 2], dtype=np.int64)
 
 
 def training_cells(data: TrainingData, model: SASRecConfig) -> int:
     """Positions a refit's epoch computes: its batches' rows × widths, padded as the loop pads them."""
-    lengths = np.array([min(len(s) - 1, model.max_len) for s in data.sequences if len(s) >= 2])
-    batches = length_bucketed_batches(lengths, model.batch_size, np.random.default_rng(0))
-    return sum(len(rows) * int(lengths[rows].max()) for rows in batches)
+    return int(batch_cells(refit_lengths(data, model), model.batch_size).sum())
 
 
 @dataclass(frozen=True)
 class RefitCost:
-    """Seconds a refit spends per training cell and epoch."""
+    """Seconds a training step takes: ``seconds_per_cell`` per padded cell plus ``seconds_per_step``."""
 
     seconds_per_cell: float
+    seconds_per_step: float = 0.0
 
     @classmethod
     def timed(cls, fitted: SASRec, data: TrainingData) -> RefitCost:
-        """From ``fitted``'s training log; ``data`` is what it was fitted on."""
-        if fitted.training_log is None or not fitted.training_log.history:
+        """From ``fitted``'s training log (``data``: what it fitted) and a step's fixed part, timed now."""
+        if fitted.training_log is None or not fitted.training_log.history or fitted.net is None:
             raise ValueError("the model has no training log to time a refit by: fit it first")
         epoch = statistics.median(record["seconds"] for record in fitted.training_log.history)
-        return cls(epoch / max(training_cells(data, fitted.config), 1))
+        cells = batch_cells(refit_lengths(data, fitted.config), fitted.config.batch_size)
+        fixed = fixed_step_seconds(fitted.net, fitted.config)
+        # The fixed part never takes more than half an epoch's step: timing noise on a tiny log.
+        per_step = min(fixed, 0.5 * epoch / max(len(cells), 1))
+        return cls((epoch - per_step * len(cells)) / max(int(cells.sum()), 1), per_step)
+
+    @classmethod
+    def from_timings(cls, timings: dict[str, float]) -> RefitCost | None:
+        """The pace a registry version recorded; None when it recorded none."""
+        if REFIT_PACE not in timings:
+            return None
+        return cls(timings[REFIT_PACE], timings.get(REFIT_STEP, 0.0))
+
+    def timings(self) -> dict[str, float]:
+        return {REFIT_PACE: self.seconds_per_cell, REFIT_STEP: self.seconds_per_step}
+
+    def epoch_seconds(self, lengths: np.ndarray, batch_size: int) -> float:
+        """Estimated seconds of one epoch over training rows of these ``lengths``."""
+        cells = batch_cells(lengths, batch_size)
+        return self.seconds_per_cell * float(cells.sum()) + self.seconds_per_step * len(cells)
 
     def seconds(self, data: TrainingData, model: SASRecConfig, epochs: int) -> float:
         """Estimated seconds of a refit of ``epochs`` epochs on ``data`` with ``model``'s settings."""
-        return self.seconds_per_cell * training_cells(data, model) * epochs
+        return self.epoch_seconds(refit_lengths(data, model), model.batch_size) * epochs
 
-    def ceiling(self, share: float, data: TrainingData, model: SASRecConfig, update: UpdateConfig) -> float:
-        """An update's ``max_seconds`` under a budget: ``share`` of a refit of ``data``."""
-        return share * self.seconds(data, model, update.refit_epochs(model))
+    def affordable_steps(self, share: float, refit: float, training: TrainingBatches, batch_size: int) -> int:
+        """Steps over ``training`` (at ``batch_size`` rows) that fit in ``share`` of ``refit`` seconds.
+
+        At least one: an update that may not take a single step would not be an update.
+        """
+        steps = math.ceil(len(training.lengths) / batch_size)
+        per_step = self.epoch_seconds(training.lengths, batch_size) / max(steps, 1)
+        return max(1, int(share * refit / per_step)) if per_step > 0 else steps

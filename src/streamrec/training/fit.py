@@ -20,7 +20,7 @@ from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.registry import Registry, VersionInfo
 from streamrec.store import SequenceTable, Store
 from streamrec.text import EmbeddingCache, TextEncoder
-from streamrec.training.cost import REFIT_PACE, RefitCost
+from streamrec.training.cost import RefitCost
 
 MODELS_DIR = "models"
 TEXT_CACHE_FILE = "text-cache.sqlite"
@@ -179,7 +179,7 @@ def train_and_register(
             "metrics": {**metrics, "best_epoch": log.best_epoch if log else 0},
             "timings": {
                 "train_seconds": round(seconds, 2),
-                REFIT_PACE: RefitCost.timed(model, prepared.data).seconds_per_cell,
+                **RefitCost.timed(model, prepared.data).timings(),
             },
             "text_model": text_model if encoder else None,
         },

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class TrainingLog:
     seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_by: str = "epochs"
+    steps: int = 0  # optimiser steps taken
 
 
 def sequence_loss(
@@ -202,8 +204,13 @@ def train_network(
     progress: bool = True,
     epochs: int | None = None,
     distillation: Distillation | None = None,
+    max_steps: int | None = None,
 ) -> TrainingLog:
-    """AdamW over shuffled user rows; early stopping on ``validate()`` (NDCG@10), best weights kept."""
+    """AdamW over shuffled user rows; early stopping on ``validate()`` (NDCG@10), best weights kept.
+
+    ``max_steps`` ends training after that many optimiser steps, mid-epoch if need
+    be; the cosine schedule then reaches 0 at the last of them.
+    """
     device = next(net.parameters()).device
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -220,7 +227,11 @@ def train_network(
     started = time.perf_counter()
     total_epochs = config.epochs if epochs is None else epochs
     steps_per_epoch = math.ceil(len(batches.lengths) / config.batch_size)
-    total_steps = max(total_epochs * steps_per_epoch, 1)
+    total_steps = planned = max(total_epochs * steps_per_epoch, 1)
+    if max_steps is not None:
+        total_steps = min(total_steps, max(max_steps, 1))
+        total_epochs = min(total_epochs, math.ceil(total_steps / max(steps_per_epoch, 1)))
+    steps = 0
     budget = None if config.max_minutes is None else config.max_minutes * 60
 
     def learning_rate_factor(step: int) -> float:
@@ -239,6 +250,9 @@ def train_network(
         epoch_started = time.perf_counter()
         losses = []
         for rows in length_bucketed_batches(batches.lengths, config.batch_size, rng):
+            if steps == total_steps:
+                break  # max_steps ends this epoch early
+            steps += 1
             width = int(batches.lengths[rows].max())
             batch = {
                 name: torch.from_numpy(getattr(batches, name)[rows, :width]).to(device)
@@ -278,4 +292,39 @@ def train_network(
     if best_state is not None:
         net.load_state_dict(best_state)
     log.seconds = time.perf_counter() - started
+    log.steps = steps
+    if steps == total_steps < planned:
+        log.stopped_by = "step budget"
     return log
+
+
+def fixed_step_seconds(net: SASRecNet, config: SASRecConfig, repeats: int = 5) -> float:
+    """Median seconds of a training step on a one-position batch, on a copy of ``net``.
+
+    That is the part of every step that does not grow with the batch: the item
+    tower over the whole catalogue and the optimiser's pass over every weight.
+    """
+    device = next(net.parameters()).device
+    probe = copy.deepcopy(net).train()
+    optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=config.lr)
+    batch = {
+        "inputs": torch.ones((1, 1), dtype=torch.int64, device=device),
+        "targets": torch.ones((1, 1), dtype=torch.int64, device=device),
+        "weights": torch.ones((1, 1), dtype=torch.float32, device=device),
+        "event_types": torch.full((1, 1), -1, dtype=torch.int64, device=device),
+        "values": torch.full((1, 1), float("nan"), dtype=torch.float32, device=device),
+    }
+    log_q = None
+    if config.loss == "sampled":  # uniform: which items are drawn does not change the step's cost
+        log_q = torch.full((probe.n_items,), -math.log(probe.n_items), device=device)
+    low_precision = matmul_dtype(config.matmul_dtype, device)
+    times = []
+    for _ in range(repeats + 1):  # the first also warms up, and is not counted
+        started = time.perf_counter()
+        loss, _ = sequence_loss(probe, batch, config, log_q, None, low_precision)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        float(loss.detach())  # waits for an accelerator to finish the step
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])

@@ -12,14 +12,17 @@ candidate (the gentlest) within ``tolerance`` of the best mean NDCG@10 wins.
 
 Candidates are compared at equal compute: a smaller batch takes more optimiser
 steps per epoch but pads less, so each batch size gets the epochs that fit in one
-time allowance, timed on the history itself. The allowance is ``base.epochs`` at
-the grid's first batch size or, given a ``budget``, that share of a refit's time:
-then a stream whose updates are cheap next to its refits gets more epochs, and
-the user states what an update may cost rather than how many passes it makes.
+allowance, priced at the pace of the tuner's own fit (:class:`RefitCost`). The
+allowance is ``base.epochs`` at the grid's first batch size or, given a
+``budget``, that share of a refit's compute, which then also ends each of the
+candidates' updates: a stream whose updates are cheap next to its refits gets
+more epochs, and the user states what an update may cost rather than how many
+passes it makes.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,7 +33,8 @@ from streamrec.evaluation.prequential import cut_at_quantiles, score_examples
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.training.cost import RefitCost
-from streamrec.training.update import UpdateConfig, update
+from streamrec.training.loop import TrainingBatches
+from streamrec.training.update import UpdateConfig, training_data, update
 
 # Gentlest first: of settings that score alike, the earliest wins.
 UPDATE_GRID: tuple[dict[str, Any], ...] = tuple(
@@ -118,7 +122,7 @@ def tune_update(
     cost = RefitCost.timed(fitted, through[0])
     refit_seconds = cost.seconds(through[1], fit_config, fit_config.epochs)
     allowance = None if budget is None else budget * refit_seconds
-    epochs = _equal_compute_epochs(fitted, through[1], base, grid, text, allowance)
+    epochs = _equal_compute_epochs(cost, through[1], base, fit_config, grid, allowance)
     rng = np.random.default_rng(base.seed)
     # The first slice is learned, never scored: scored before any update, it would score every
     # candidate alike, and the tolerance is a share of what the updates change.
@@ -126,10 +130,10 @@ def tune_update(
     candidates = []
     for settings in grid:
         settings = {**settings, "epochs": epochs[settings.get("batch_size", base.batch_size)]}
-        candidate = replace(base, **settings)
+        candidate = replace(base, **settings, budget=budget)
         model, ndcg = fitted, []
         for s in range(1, later):
-            model = update(model, through[s], candidate, text_embeddings=text).model
+            model = update(model, through[s], candidate, text_embeddings=text, cost=cost).model
             if split.n_items[s + 1] > model.n_items:
                 model = model.grow(int(split.n_items[s + 1]), text)
             ndcg.append(score_examples(model, examples[s + 1])["ndcg@10"])
@@ -142,26 +146,23 @@ def tune_update(
 
 
 def _equal_compute_epochs(
-    model: SASRec,
+    cost: RefitCost,
     data: TrainingData,
     base: UpdateConfig,
+    model: SASRecConfig,
     grid: tuple[dict[str, Any], ...],
-    text: np.ndarray | None,
     allowance: float | None = None,
 ) -> dict[int | None, int]:
-    """The most epochs per batch size in ``grid`` that fit in ``allowance`` seconds of updating ``data``.
+    """The epochs per batch size in ``grid`` that an update of ``data`` takes in ``allowance`` seconds.
 
-    Without an allowance, the time of ``base.epochs`` at the grid's first batch
-    size. Each batch size is timed twice, in turn, and its faster run counts: the
-    first run of all also pays for warming up, which would flatter the others.
+    Priced at ``cost``'s pace, so no candidate is timed. Without an allowance, the
+    compute of ``base.epochs`` at the grid's first batch size, rounded down; with
+    one, rounded up, and the budget ends the last epoch where it runs out.
     """
     sizes = list(dict.fromkeys(settings.get("batch_size", base.batch_size) for settings in grid))
-    per_epoch = dict.fromkeys(sizes, float("inf"))
-    for _ in range(2):
-        for size in sizes:
-            spent = update(model, data, replace(base, batch_size=size), text_embeddings=text).seconds
-            per_epoch[size] = min(per_epoch[size], spent / base.epochs)
-    if allowance is None:
+    rows = TrainingBatches.from_data(training_data(data, base), model).lengths
+    per_epoch = {size: cost.epoch_seconds(rows, size or model.batch_size) for size in sizes}
+    if allowance is None:  # rounded down (the 1e-9 keeps base.epochs whole at the first size)
         allowance = base.epochs * per_epoch[sizes[0]]
-    # Rounded down: a budget is a ceiling (the 1e-9 keeps base.epochs whole at the first size).
-    return {size: max(1, int(allowance / seconds + 1e-9)) for size, seconds in per_epoch.items()}
+        return {size: max(1, math.floor(allowance / max(s, 1e-12) + 1e-9)) for size, s in per_epoch.items()}
+    return {size: max(1, math.ceil(allowance / max(s, 1e-12) - 1e-9)) for size, s in per_epoch.items()}

@@ -31,7 +31,8 @@ import torch
 from streamrec.config import LR_SCHEDULES
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
-from streamrec.training.loop import Distillation, TrainingLog, train_network
+from streamrec.training.cost import RefitCost
+from streamrec.training.loop import Distillation, TrainingBatches, TrainingLog, train_network
 
 Strategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
 STRATEGIES: tuple[str, ...] = ("finetune", "replay", "replay-distill", "adapter", "full")
@@ -44,10 +45,10 @@ class UpdateConfig:
     """How an incremental update learns; ``full`` only reads ``full_epochs`` and ``seed``."""
 
     strategy: str = "replay"
-    epochs: int = 5  # passes over the new events (and the replayed sequences); the most, with max_seconds
+    epochs: int = 5  # passes over the new events (and the replayed sequences); the most, with budget
     lr: float = 1e-3
-    # "cosine": decay the rate to 0 by the last epoch, or by max_seconds if that comes first,
-    # so a capped update still ends on small steps; "constant": the same rate throughout.
+    # "cosine": decay the rate to 0 by the last step (the budget's, if that comes first), so a
+    # capped update still ends on small steps; "constant": the same rate throughout.
     lr_schedule: str = "cosine"
     # User rows per step; None: the model config's. Smaller batches give more steps for the same
     # compute, which matters when few users bring long new histories (one row per user).
@@ -65,9 +66,10 @@ class UpdateConfig:
     lora_rank: int = 8
     lora_alpha: int = 16
     full_epochs: int | None = None  # epochs of a full refit; None: the model config's
-    # A ceiling on the update's time: no epoch starts that would, at the last one's pace, end
-    # past it (the first always runs). Callers set it to a share of a refit's time (RefitCost).
-    max_seconds: float | None = None
+    # A ceiling on the update's compute: this share of a refit's, both estimated at the pace of
+    # one fit (RefitCost), so the machine's speed moves neither; it ends the update mid-epoch if
+    # need be. None: only ``epochs`` bounds it.
+    budget: float | None = None
     seed: int = 0
 
     def refit_epochs(self, model: SASRecConfig) -> int:
@@ -87,8 +89,8 @@ class UpdateConfig:
             raise ValueError(f"replay_users: must be at least 0 (got {self.replay_users})")
         if not self.new_item_lr_scale > 0:
             raise ValueError(f"new_item_lr_scale: must be positive (got {self.new_item_lr_scale})")
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ValueError(f"max_seconds: must be positive (got {self.max_seconds})")
+        if self.budget is not None and not 0 < self.budget <= 1:
+            raise ValueError(f"budget: must be in (0, 1] (got {self.budget})")
 
 
 @dataclass
@@ -100,7 +102,8 @@ class UpdateResult:
     learned_events: int  # next-item targets it trained on
     trainable_fraction: float  # weights allowed to change / all weights
     changed_fraction: float  # weights that did change / all weights (new items' rows count as changed)
-    epochs: int  # passes made: fewer than asked when max_seconds stopped it
+    epochs: int  # passes begun: fewer than asked when the budget stopped it (the last may be partial)
+    steps: int = 0  # optimiser steps taken
 
     def summary(self) -> dict[str, float | int | str]:
         return {
@@ -111,6 +114,7 @@ class UpdateResult:
             "trainable_fraction": round(self.trainable_fraction, 5),
             "changed_fraction": round(self.changed_fraction, 5),
             "epochs": self.epochs,
+            "steps": self.steps,
         }
 
 
@@ -120,27 +124,29 @@ def update(
     config: UpdateConfig,
     *,
     text_embeddings: np.ndarray | None = None,
+    cost: RefitCost | None = None,
     progress: bool = False,
 ) -> UpdateResult:
     """Learn ``data`` (its ``learn`` mask marks the new events) starting from ``model``.
 
     ``model`` is left untouched. If ``data`` knows more items than the model,
     the model is grown first (``text_embeddings`` must then cover every item).
+    ``cost``, a fit's pace, prices ``config.budget`` against a refit on ``data``.
     """
     if model.net is None:
         raise RuntimeError("update() needs a fitted model")
     if data.learn is None:
         raise ValueError("data.learn must mark the new events an update learns")
+    if config.budget is not None and cost is None and config.strategy != "full":
+        raise ValueError("budget: needs a fit's pace (cost=RefitCost) to price a refit by")
     started = time.perf_counter()
     if config.strategy == "full":
         return _refit(model, data, config, text_embeddings, started, progress)
     grows = data.n_items > model.n_items
     student = model.grow(data.n_items, text_embeddings) if grows else copy.deepcopy(model)
-    rng = np.random.default_rng(config.seed)
-    learn = list(data.learn)
-    if config.strategy != "finetune":
-        learn = _with_replay(data.sequences, learn, config, rng)
-    train = replace(data, learn=learn)
+    train = training_data(data, config)
+    learn = train.learn
+    assert learn is not None
     learned_targets = [s[1:][m[1:]] for s, m in zip(data.sequences, learn, strict=True) if len(s) >= 2]
     learned = np.concatenate(learned_targets) if learned_targets else np.zeros(0, dtype=np.int64)
     assert student.net is not None
@@ -158,15 +164,27 @@ def update(
         lr=config.lr,
         lr_schedule=config.lr_schedule,
         batch_size=config.batch_size or model.config.batch_size,
-        max_minutes=None if config.max_seconds is None else _minutes_left(config.max_seconds, started),
         seed=config.seed,
     )
+    max_steps = None
+    if config.budget is not None:
+        assert cost is not None
+        refit = cost.seconds(data, model.config, config.refit_epochs(model.config))
+        rows = TrainingBatches.from_data(train, train_config)
+        max_steps = cost.affordable_steps(config.budget, refit, rows, train_config.batch_size)
     with _faster_rows(student.net, untrained, config.new_item_lr_scale):
         if config.strategy == "adapter":
-            trainable, log = _train_adapters(student, train, train_config, config, untrained, progress)
+            trainable, log = _train_adapters(
+                student, train, train_config, config, untrained, max_steps, progress
+            )
         else:
             log = train_network(
-                student.net, train, train_config, progress=progress, distillation=distillation
+                student.net,
+                train,
+                train_config,
+                progress=progress,
+                distillation=distillation,
+                max_steps=max_steps,
             )
             trainable = sum(p.numel() for p in student.net.parameters())
     student.net.eval()
@@ -182,12 +200,8 @@ def update(
         trainable_fraction=trainable / total,
         changed_fraction=changed / total,
         epochs=log.epochs,
+        steps=log.steps,
     )
-
-
-def _minutes_left(max_seconds: float, started: float) -> float:
-    """What ``max_seconds`` leaves for training after the update's set-up (the first epoch always runs)."""
-    return max(max_seconds - (time.perf_counter() - started), 0.0) / 60
 
 
 @contextmanager
@@ -213,6 +227,15 @@ def _faster_rows(net: SASRecNet, rows: torch.Tensor, scale: float) -> Iterator[N
             net.id_trained[rows] = 1.0
 
 
+def training_data(data: TrainingData, config: UpdateConfig) -> TrainingData:
+    """What an update learns: ``data`` with the strategy's replayed sequences marked too (seeded)."""
+    assert data.learn is not None
+    learn = list(data.learn)
+    if config.strategy != "finetune":
+        learn = _with_replay(data.sequences, learn, config, np.random.default_rng(config.seed))
+    return replace(data, learn=learn)
+
+
 def _with_replay(
     sequences: list[np.ndarray], learn: list[np.ndarray], config: UpdateConfig, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -234,6 +257,7 @@ def _train_adapters(
     train_config: SASRecConfig,
     config: UpdateConfig,
     untrained: torch.Tensor,
+    max_steps: int | None,
     progress: bool,
 ) -> tuple[int, TrainingLog]:
     """LoRA on the transformer and text projection plus new items' ID rows; merged back in place.
@@ -258,7 +282,9 @@ def _train_adapters(
         only_new = untrained.to(weight.dtype)[:, None]
         hook = weight.register_hook(lambda grad: grad * only_new)
         trainable += new_rows * weight.shape[1]
-    log = train_network(net, data, replace(train_config, weight_decay=0.0), progress=progress)
+    log = train_network(
+        net, data, replace(train_config, weight_decay=0.0), progress=progress, max_steps=max_steps
+    )
     if hook is not None:
         hook.remove()
     student.net = wrapped.merge_and_unload().requires_grad_(True)
@@ -292,4 +318,5 @@ def _refit(
         trainable_fraction=1.0,
         changed_fraction=1.0,
         epochs=fresh.training_log.epochs,
+        steps=fresh.training_log.steps,
     )
