@@ -49,7 +49,10 @@ def main() -> None:
         return targets, training_cells(data, model)
 
     targets_0, cells_0 = counts(0)
-    pace = next(iter(result["refit_seconds_per_cell"].values()))
+    if "refit_pace" in result:  # results since the pace gained a part per step; cells only here
+        pace = next(iter(result["refit_pace"].values()))["refit_seconds_per_cell"]
+    else:
+        pace = next(iter(result["refit_seconds_per_cell"].values()))
     epoch_0 = pace * (targets_0 if args.pace_per == "target" else cells_0)
     rows = []
     for period, real in enumerate(refits, start=1):

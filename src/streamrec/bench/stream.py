@@ -125,20 +125,21 @@ def run_stream_benchmark(
         refit_costs[tower] = RefitCost.timed(model, period_0)
         _log(progress, f"initial {tower} model on period 0: {initial[tower][1]:.1f} s")
 
-    results = {}
-    for spec, (name, tower) in specs.items():
-        results[spec] = _run_strategy(
+    runs = {
+        spec: _StrategyRun(
             name,
-            initial[tower][0],
-            split,
-            (examples, cold_sets),
-            forgetting_slice,
-            update_config,
-            text,
-            progress,
             spec,
+            initial[tower][0],
+            update_config,
             None if update_budget is None else (update_budget, refit_costs[tower]),
         )
+        for spec, (name, tower) in specs.items()
+    }
+    for period in range(1, periods):  # every strategy learns a period before any learns the next
+        evaluation = (examples[period], cold_sets[period], forgetting_slice)
+        for run in runs.values():
+            run.advance(period, split, evaluation, text, progress)
+    results = {spec: run.summary() for spec, run in runs.items()}
     full_seconds = {
         t: r["update_seconds_median"]
         for s, r in results.items()
@@ -230,72 +231,87 @@ def _text_for(config: SASRecConfig, text: np.ndarray | None, n_items: int) -> np
     return None if config.item_tower == "id" or text is None else text[:n_items]
 
 
-def _run_strategy(
-    name: str,
-    model: SASRec,
-    split: StreamSplit,
-    evaluation: tuple[dict[int, Examples], dict[int, Examples]],
-    forgetting_slice: Examples,
-    update_config: UpdateConfig,
-    text: np.ndarray | None,
-    progress: bool,
-    label: str,
-    budget: tuple[float, RefitCost] | None,
-) -> dict[str, Any]:
-    """``budget``: (share, refit pace) caps each update at that share of a refit's estimated compute."""
-    examples, cold_sets = evaluation  # a uniform sample of each period; all its cold events (capped)
-    per_period: list[dict[str, float]] = []
-    updates: list[dict[str, Any]] = []
-    forgetting_curve: list[float] = []
-    last = split.n_periods - 1
-    for period in range(1, split.n_periods):
-        if split.n_items[period] > model.n_items:
-            model = model.grow(int(split.n_items[period]), text)
-        scored = score_examples(model, examples[period])
-        cold = score_examples(model, cold_sets[period])  # every target cold: its cold_* are its totals
-        per_period.append(
+class _StrategyRun:
+    """One strategy's way through the stream, advanced a period at a time beside the others.
+
+    Every strategy scores and learns period ``p`` before any learns ``p + 1``, so an
+    update's wall time is measured minutes from the refit it is compared with, not
+    an hour apart on a machine whose speed drifts.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        label: str,
+        model: SASRec,
+        update_config: UpdateConfig,
+        budget: tuple[float, RefitCost] | None,
+    ) -> None:
+        """``budget``: (share, refit pace) caps each update at that share of a refit's estimated compute."""
+        self.name, self.label, self.model = name, label, model
+        self.step = update_config if name == "static" else replace(update_config, strategy=name)
+        self.cost = None
+        if budget is not None and name not in ("static", "full"):
+            share, self.cost = budget
+            self.step = replace(self.step, budget=share)
+        self.per_period: list[dict[str, float]] = []
+        self.updates: list[dict[str, Any]] = []
+        self.forgetting_curve: list[float] = []
+
+    def advance(
+        self,
+        period: int,
+        split: StreamSplit,
+        evaluation: tuple[Examples, Examples, Examples],
+        text: np.ndarray | None,
+        progress: bool,
+    ) -> None:
+        """Score ``period`` (a uniform sample; all its cold events, capped), then learn it."""
+        scored_set, cold_set, forgetting_slice = evaluation
+        if split.n_items[period] > self.model.n_items:
+            self.model = self.model.grow(int(split.n_items[period]), text)
+        scored = score_examples(self.model, scored_set)
+        cold = score_examples(self.model, cold_set)  # every target cold: its cold_* are its totals
+        self.per_period.append(
             scored | {key: cold[key] for key in ("cold_examples", "cold_hr@10", "cold_ndcg@10")}
         )
-        if name == "static" or period == last:
-            continue  # static never learns; learning the last period would never be scored
-        learned = split.through(period)
-        step = replace(update_config, strategy=name)
-        cost = None
-        if budget is not None and name != "full":
-            share, cost = budget
-            step = replace(step, budget=share)
-        result = update(model, learned, step, text_embeddings=text, cost=cost)
-        model = result.model
-        updates.append(result.summary())
-        forgetting_curve.append(score_examples(model, forgetting_slice)["ndcg@10"])
+        if self.name == "static" or period == split.n_periods - 1:
+            return  # static never learns; learning the last period would never be scored
+        result = update(self.model, split.through(period), self.step, text_embeddings=text, cost=self.cost)
+        self.model = result.model
+        self.updates.append(result.summary())
+        self.forgetting_curve.append(score_examples(self.model, forgetting_slice)["ndcg@10"])
         _log(
             progress,
-            f"{label} period {period}: ndcg@10 {per_period[-1]['ndcg@10']:.4f}, "
+            f"{self.label} period {period}: ndcg@10 {self.per_period[-1]['ndcg@10']:.4f}, "
             f"update {result.seconds:.1f} s",
         )
-    seconds = [u["seconds"] for u in updates]
-    ndcg = [p["ndcg@10"] for p in per_period]
-    cold = [p["cold_hr@10"] for p in per_period if p["cold_examples"]]
-    summary = {
-        "ndcg@10_mean": round(float(np.mean(ndcg)), 5),
-        "hr@10_mean": round(float(np.mean([p["hr@10"] for p in per_period])), 5),
-        "ndcg@10_per_period": [round(v, 5) for v in ndcg],
-        "hr@10_per_period": [round(p["hr@10"], 5) for p in per_period],
-        "cold_hr@10_mean": round(float(np.mean(cold)), 5) if cold else None,
-        "cold_ndcg@10_mean": _mean_or_none([p["cold_ndcg@10"] for p in per_period if p["cold_examples"]]),
-        "cold_hr@10_per_period": [
-            None if not p["cold_examples"] else round(p["cold_hr@10"], 5) for p in per_period
-        ],
-        "update_seconds_median": round(statistics.median(seconds), 3) if seconds else 0.0,
-        "update_seconds": [round(s, 3) for s in seconds],
-        "forgetting": round(forgetting_curve[0] - forgetting_curve[-1], 5) if forgetting_curve else None,
-        "forgetting_ndcg@10_curve": [round(v, 5) for v in forgetting_curve],
-    }
-    if updates:
-        for key in ("changed_fraction", "trainable_fraction", "epochs"):
-            summary[f"{key}_median"] = round(statistics.median(u[key] for u in updates), 5)
-        summary["updates"] = updates
-    return summary
+
+    def summary(self) -> dict[str, Any]:
+        per_period, updates, curve = self.per_period, self.updates, self.forgetting_curve
+        seconds = [u["seconds"] for u in updates]
+        ndcg = [p["ndcg@10"] for p in per_period]
+        cold = [p["cold_hr@10"] for p in per_period if p["cold_examples"]]
+        summary = {
+            "ndcg@10_mean": round(float(np.mean(ndcg)), 5),
+            "hr@10_mean": round(float(np.mean([p["hr@10"] for p in per_period])), 5),
+            "ndcg@10_per_period": [round(v, 5) for v in ndcg],
+            "hr@10_per_period": [round(p["hr@10"], 5) for p in per_period],
+            "cold_hr@10_mean": round(float(np.mean(cold)), 5) if cold else None,
+            "cold_ndcg@10_mean": _mean_or_none([p["cold_ndcg@10"] for p in per_period if p["cold_examples"]]),
+            "cold_hr@10_per_period": [
+                None if not p["cold_examples"] else round(p["cold_hr@10"], 5) for p in per_period
+            ],
+            "update_seconds_median": round(statistics.median(seconds), 3) if seconds else 0.0,
+            "update_seconds": [round(s, 3) for s in seconds],
+            "forgetting": round(curve[0] - curve[-1], 5) if curve else None,
+            "forgetting_ndcg@10_curve": [round(v, 5) for v in curve],
+        }
+        if updates:
+            for key in ("changed_fraction", "trainable_fraction", "epochs"):
+                summary[f"{key}_median"] = round(statistics.median(u[key] for u in updates), 5)
+            summary["updates"] = updates
+        return summary
 
 
 def _mean_or_none(values: list[float]) -> float | None:
