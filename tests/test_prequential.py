@@ -4,6 +4,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -235,26 +236,12 @@ def test_stream_benchmark_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_stream_benchmark_strategies_learn_each_period_side_by_side(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny_stream: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from streamrec.bench.stream import run_stream_benchmark
-    from streamrec.data.synthetic import simulate
-    from streamrec.models.sasrec import SASRecConfig
-    from streamrec.training.update import UpdateConfig
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    simulate(tmp_path / "stream", users=60, items=80, events=3000, seed=0)
-    run_stream_benchmark(
-        dataset="synthetic",
-        data=tmp_path / "stream",
-        out=tmp_path / "stream.json",
-        periods=4,
-        strategies=("finetune", "replay"),
-        config=SASRecConfig(hidden=16, layers=1, max_len=20, epochs=1, batch_size=64, item_tower="id"),
-        update_config=UpdateConfig(epochs=1, full_epochs=1, replay_users=10),
-        eval_limit=50,
-        progress=True,
-    )
+    options = {**tiny_stream, "periods": 4, "progress": True}
+    run_stream_benchmark(**options, strategies=("finetune", "replay"))
     # Both learn period 1 before either learns period 2: their update times are measured together.
     lines = capsys.readouterr().out.splitlines()
     learned = [line.split(":")[0] for line in lines if line.startswith(("finetune", "replay"))]

@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,24 +123,10 @@ def test_bad_input_is_refused_naming_the_problem() -> None:
         tune_update(data, config, BASE, budget=0.0)
 
 
-def test_stream_benchmark_tunes_on_period_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stream_benchmark_tunes_on_period_zero(tiny_stream: dict[str, Any], tmp_path: Path) -> None:
     from streamrec.bench.stream import run_stream_benchmark
-    from streamrec.data.synthetic import simulate
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    simulate(tmp_path / "stream", users=60, items=80, events=3000, seed=0)
-    run_stream_benchmark(
-        dataset="synthetic",
-        data=tmp_path / "stream",
-        out=tmp_path / "stream.json",
-        periods=3,
-        strategies=("replay",),
-        config=SASRecConfig(hidden=16, layers=1, max_len=20, epochs=2, batch_size=64, item_tower="id"),
-        update_config=UpdateConfig(epochs=1, full_epochs=2, replay_users=10),
-        eval_limit=100,
-        progress=False,
-        tune=True,
-    )
+    run_stream_benchmark(**tiny_stream, strategies=("replay",), tune=True)
     written = json.loads((tmp_path / "stream.json").read_text())
     tuning = written["update_tuning"]
     assert len(tuning["candidates"]) == len(UPDATE_GRID)
@@ -150,24 +137,10 @@ def test_stream_benchmark_tunes_on_period_zero(tmp_path: Path, monkeypatch: pyte
     assert "Update settings tuned on period 0" in (tmp_path / "stream.md").read_text()
 
 
-def test_stream_benchmark_caps_each_update_at_the_budget(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_stream_benchmark_caps_each_update_at_the_budget(tiny_stream: dict[str, Any], tmp_path: Path) -> None:
     from streamrec.bench.stream import run_stream_benchmark
-    from streamrec.data.synthetic import simulate
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    simulate(tmp_path / "stream", users=60, items=80, events=3000, seed=0)
-    options = {
-        "dataset": "synthetic",
-        "data": tmp_path / "stream",
-        "out": tmp_path / "stream.json",
-        "periods": 3,
-        "config": SASRecConfig(hidden=16, layers=1, max_len=20, epochs=2, batch_size=64, item_tower="id"),
-        "update_config": UpdateConfig(epochs=3, full_epochs=2, replay_users=10),
-        "eval_limit": 100,
-        "progress": False,
-    }
+    options = {**tiny_stream, "update_config": UpdateConfig(epochs=3, full_epochs=2, replay_users=10)}
     # A millionth of a refit's compute affords one step: every update stops after its first.
     result = run_stream_benchmark(**options, strategies=("full", "replay"), update_budget=1e-6)
     replay = result["strategies"]["replay"]
