@@ -54,6 +54,6 @@ def test_affordable_steps_take_the_share_of_a_refit_at_the_pace_of_the_updates_o
     # 8 rows of 10 targets, 4 to a step: two steps of 40 cells, each 40 + 10 seconds at this pace.
     cost = RefitCost(seconds_per_cell=1.0, seconds_per_step=10.0)
     assert cost.epoch_seconds(rows.lengths, 4) == 2 * 50
-    assert cost.affordable_steps(0.1, refit=1000.0, training=rows, batch_size=4) == 2  # 100 s / 50
-    assert cost.affordable_steps(0.1, refit=1000.0, training=rows, batch_size=8) == 1  # 100 s / 90
-    assert cost.affordable_steps(1e-9, refit=1000.0, training=rows, batch_size=4) == 1  # never none
+    assert cost.affordable_steps(0.1, refit=1000.0, lengths=rows.lengths, batch_size=4) == 2  # 100 s / 50
+    assert cost.affordable_steps(0.1, refit=1000.0, lengths=rows.lengths, batch_size=8) == 1  # 100 s / 90
+    assert cost.affordable_steps(1e-9, refit=1000.0, lengths=rows.lengths, batch_size=4) == 1  # never none

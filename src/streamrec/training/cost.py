@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
-from streamrec.training.loop import TrainingBatches, fixed_step_seconds, length_bucketed_batches
+from streamrec.training.loop import fixed_step_seconds, length_bucketed_batches, training_lengths
 
 # The registry timings a fit records its pace under.
 REFIT_PACE = "refit_seconds_per_cell"
@@ -43,8 +43,8 @@ def batch_cells(lengths: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def refit_lengths(data: TrainingData, model: SASRecConfig) -> np.ndarray:
-    """Targets per training row of a refit on ``data``: every user with two events or more."""
-    return np.array([min(len(s) - 1, model.max_len) for s in data.sequences if len(s) >= 2], dtype=np.int64)
+    """Targets per training row of a refit on ``data``, which learns every event."""
+    return training_lengths(replace(data, learn=None), model.max_len)
 
 
 def training_cells(data: TrainingData, model: SASRecConfig) -> int:
@@ -90,11 +90,11 @@ class RefitCost:
         """Estimated seconds of a refit of ``epochs`` epochs on ``data`` with ``model``'s settings."""
         return self.epoch_seconds(refit_lengths(data, model), model.batch_size) * epochs
 
-    def affordable_steps(self, share: float, refit: float, training: TrainingBatches, batch_size: int) -> int:
-        """Steps over ``training`` (at ``batch_size`` rows) that fit in ``share`` of ``refit`` seconds.
+    def affordable_steps(self, share: float, refit: float, lengths: np.ndarray, batch_size: int) -> int:
+        """Steps over rows of these ``lengths``, ``batch_size`` a step, within ``share`` of ``refit`` seconds.
 
         At least one: an update that may not take a single step would not be an update.
         """
-        steps = math.ceil(len(training.lengths) / batch_size)
-        per_step = self.epoch_seconds(training.lengths, batch_size) / max(steps, 1)
+        steps = math.ceil(len(lengths) / batch_size)
+        per_step = self.epoch_seconds(lengths, batch_size) / max(steps, 1)
         return max(1, int(share * refit / per_step)) if per_step > 0 else steps

@@ -38,7 +38,7 @@ class TrainingBatches:
     @classmethod
     def from_data(cls, data: TrainingData, config: SASRecConfig) -> TrainingBatches:
         """One row per user with something to learn in their newest ``max_len + 1`` events."""
-        users = [u for u, s in enumerate(data.sequences) if len(s) >= 2 and _learns(data, u, config.max_len)]
+        users = training_rows(data, config.max_len)
         rows, width = len(users), config.max_len
         inputs = np.zeros((rows, width), dtype=np.int64)
         targets = np.zeros((rows, width), dtype=np.int64)
@@ -65,6 +65,18 @@ class TrainingBatches:
             if data.learn is not None:
                 weights[row, :n] *= data.learn[user][-(width + 1) :][1:]
         return cls(inputs, targets, weights, event_types, values, lengths)
+
+
+def training_rows(data: TrainingData, max_len: int) -> list[int]:
+    """The users who make a training row: something to learn in their newest ``max_len + 1`` events."""
+    return [u for u, s in enumerate(data.sequences) if len(s) >= 2 and _learns(data, u, max_len)]
+
+
+def training_lengths(data: TrainingData, max_len: int) -> np.ndarray:
+    """Each training row's targets (``TrainingBatches.lengths``), without building the rows."""
+    return np.array(
+        [min(len(data.sequences[u]) - 1, max_len) for u in training_rows(data, max_len)], dtype=np.int64
+    )
 
 
 def _learns(data: TrainingData, user: int, max_len: int) -> bool:

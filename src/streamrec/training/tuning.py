@@ -33,7 +33,7 @@ from streamrec.evaluation.prequential import cut_at_quantiles, score_examples
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.training.cost import RefitCost
-from streamrec.training.loop import TrainingBatches
+from streamrec.training.loop import training_lengths
 from streamrec.training.update import UpdateConfig, training_data, update
 
 # Gentlest first: of settings that score alike, the earliest wins.
@@ -160,7 +160,7 @@ def _equal_compute_epochs(
     one, rounded up, and the budget ends the last epoch where it runs out.
     """
     sizes = list(dict.fromkeys(settings.get("batch_size", base.batch_size) for settings in grid))
-    rows = TrainingBatches.from_data(training_data(data, base), model).lengths
+    rows = training_lengths(training_data(data, base), model.max_len)
     per_epoch = {size: cost.epoch_seconds(rows, size or model.batch_size) for size in sizes}
     if allowance is None:  # rounded down (the 1e-9 keeps base.epochs whole at the first size)
         allowance = base.epochs * per_epoch[sizes[0]]

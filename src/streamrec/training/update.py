@@ -32,7 +32,7 @@ from streamrec.config import LR_SCHEDULES
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
 from streamrec.training.cost import RefitCost
-from streamrec.training.loop import Distillation, TrainingBatches, TrainingLog, train_network
+from streamrec.training.loop import Distillation, TrainingLog, train_network, training_lengths
 
 Strategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
 STRATEGIES: tuple[str, ...] = ("finetune", "replay", "replay-distill", "adapter", "full")
@@ -170,8 +170,8 @@ def update(
     if config.budget is not None:
         assert cost is not None
         refit = cost.seconds(data, model.config, config.refit_epochs(model.config))
-        rows = TrainingBatches.from_data(train, train_config)
-        max_steps = cost.affordable_steps(config.budget, refit, rows, train_config.batch_size)
+        lengths = training_lengths(train, train_config.max_len)
+        max_steps = cost.affordable_steps(config.budget, refit, lengths, train_config.batch_size)
     with _faster_rows(student.net, untrained, config.new_item_lr_scale):
         if config.strategy == "adapter":
             trainable, log = _train_adapters(
