@@ -130,15 +130,18 @@ def run_stream_benchmark(
             name,
             spec,
             initial[tower][0],
+            split,
+            text,
             update_config,
             None if update_budget is None else (update_budget, refit_costs[tower]),
+            progress,
         )
         for spec, (name, tower) in specs.items()
     }
     for period in range(1, periods):  # every strategy learns a period before any learns the next
         evaluation = (examples[period], cold_sets[period], forgetting_slice)
         for run in runs.values():
-            run.advance(period, split, evaluation, text, progress)
+            run.advance(period, evaluation)
     results = {spec: run.summary() for spec, run in runs.items()}
     full_seconds = {
         t: r["update_seconds_median"]
@@ -244,11 +247,15 @@ class _StrategyRun:
         name: str,
         label: str,
         model: SASRec,
+        split: StreamSplit,
+        text: np.ndarray | None,
         update_config: UpdateConfig,
         budget: tuple[float, RefitCost] | None,
+        progress: bool,
     ) -> None:
         """``budget``: (share, refit pace) caps each update at that share of a refit's estimated compute."""
         self.name, self.label, self.model = name, label, model
+        self.split, self.text, self.progress = split, text, progress
         self.step = update_config if name == "static" else replace(update_config, strategy=name)
         self.cost = None
         if budget is not None and name not in ("static", "full"):
@@ -258,16 +265,10 @@ class _StrategyRun:
         self.updates: list[dict[str, Any]] = []
         self.forgetting_curve: list[float] = []
 
-    def advance(
-        self,
-        period: int,
-        split: StreamSplit,
-        evaluation: tuple[Examples, Examples, Examples],
-        text: np.ndarray | None,
-        progress: bool,
-    ) -> None:
+    def advance(self, period: int, evaluation: tuple[Examples, Examples, Examples]) -> None:
         """Score ``period`` (a uniform sample; all its cold events, capped), then learn it."""
         scored_set, cold_set, forgetting_slice = evaluation
+        split, text = self.split, self.text
         if split.n_items[period] > self.model.n_items:
             self.model = self.model.grow(int(split.n_items[period]), text)
         scored = score_examples(self.model, scored_set)
@@ -282,7 +283,7 @@ class _StrategyRun:
         self.updates.append(result.summary())
         self.forgetting_curve.append(score_examples(self.model, forgetting_slice)["ndcg@10"])
         _log(
-            progress,
+            self.progress,
             f"{self.label} period {period}: ndcg@10 {self.per_period[-1]['ndcg@10']:.4f}, "
             f"update {result.seconds:.1f} s",
         )
