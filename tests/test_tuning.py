@@ -10,7 +10,7 @@ import pytest
 from chains import N_ITEMS, TINY
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRecConfig
-from streamrec.training.tuning import UPDATE_GRID, tune_update
+from streamrec.training.tuning import UPDATE_GRID, choose, tune_update
 from streamrec.training.update import UpdateConfig, update
 
 BASE = UpdateConfig(epochs=4, replay_users=20, full_epochs=20)
@@ -100,6 +100,37 @@ def test_slices_are_as_large_as_a_real_update_when_the_history_is_long_enough(
     assert large.slice_events == round(events / 6) and all(abs(n - events / 6) <= 5 for n in learned)
     with pytest.raises(ValueError, match="update_events: must be at least 1"):
         tune_update(history, config, BASE, grid=grid, update_events=0)
+
+
+def scored(scores: dict[tuple[float, float], float]) -> list[dict[str, Any]]:
+    """Candidates over lr × new_item_lr_scale with these mean NDCG@10s, gentlest first."""
+    return [
+        {"settings": {"lr": lr, "new_item_lr_scale": scale, "epochs": 4}, "ndcg@10_mean": score}
+        for (lr, scale), score in scores.items()
+    ]
+
+
+def test_a_value_that_wins_every_like_for_like_comparison_is_kept_whatever_the_tolerance() -> None:
+    # 8x beats 1x at both rates, by less than the tolerance; the rates split their two comparisons.
+    candidates = scored({(1e-3, 1.0): 0.300, (1e-3, 8.0): 0.304, (2e-3, 1.0): 0.302, (2e-3, 8.0): 0.303})
+    decided, chosen = choose(candidates, tolerance=0.02)
+    assert decided == {"new_item_lr_scale": 8.0}
+    # The tolerance alone would keep the gentlest, (1e-3, 1x): 0.300 is within 2 % of 0.304.
+    assert chosen["settings"] == {"lr": 1e-3, "new_item_lr_scale": 8.0, "epochs": 4}
+
+
+def test_split_comparisons_decide_nothing() -> None:
+    # 8x wins at 1e-3 and loses at 2e-3: the tolerance decides, gentlest first.
+    candidates = scored({(1e-3, 1.0): 0.300, (1e-3, 8.0): 0.301, (2e-3, 1.0): 0.302, (2e-3, 8.0): 0.299})
+    decided, chosen = choose(candidates, tolerance=0.02)
+    assert decided == {}
+    assert chosen["settings"] == {"lr": 1e-3, "new_item_lr_scale": 1.0, "epochs": 4}
+
+
+def test_a_single_comparison_is_left_to_the_tolerance() -> None:
+    candidates = scored({(1e-3, 1.0): 0.300, (1e-3, 8.0): 0.301})
+    decided, chosen = choose(candidates, tolerance=0.02)
+    assert decided == {} and chosen["settings"]["new_item_lr_scale"] == 1.0
 
 
 def test_the_default_grid_puts_the_gentlest_setting_first() -> None:

@@ -377,8 +377,12 @@ def cmd_tune_update(args: argparse.Namespace) -> int:
     )
     if result.budget is not None:
         print(f"epochs sized so an update takes about {result.budget:.0%} of a refit's compute on this log")
+    if result.decided:
+        shown = ", ".join(f"{key} {value}" for key, value in result.decided.items())
+        print(f"won every like-for-like comparison: {shown}")
     print(
-        f"\nchosen in {result.seconds:.0f} s: the first within {result.tolerance:.0%} of the best."
+        f"\nchosen in {result.seconds:.0f} s: the first{' with those' if result.decided else ''}"
+        f" within {result.tolerance:.0%} of the best."
         f" To use it, put in {args.home}/streamrec.toml:"
     )
     for key, value in result.summary()["chosen"].items():
