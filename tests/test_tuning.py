@@ -1,6 +1,7 @@
 """Tuning an update's settings on past events: it keeps the setting that predicts the held-out slices best."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,14 @@ def test_smaller_batches_get_fewer_epochs_for_the_same_compute() -> None:
     result = tune_update(drifting_chains(100), SASRecConfig(item_tower="id", **TINY), BASE, grid=grid)
     large, small = (c["settings"]["epochs"] for c in result.candidates)
     assert large == BASE.epochs and 1 <= small < large
+
+
+def test_replaying_more_users_gets_fewer_epochs_for_the_same_compute() -> None:
+    grid = ({"replay_share": 0.1}, {"replay_share": 1.0})
+    base = replace(BASE, replay_users=None)  # a count would override the share
+    result = tune_update(drifting_chains(100), SASRecConfig(item_tower="id", **TINY), base, grid=grid)
+    few, all_past = (c["settings"]["epochs"] for c in result.candidates)
+    assert few == BASE.epochs and 1 <= all_past < few
 
 
 def test_a_budget_sets_the_epochs_from_the_refit_time() -> None:
@@ -135,7 +144,8 @@ def test_a_single_comparison_is_left_to_the_tolerance() -> None:
 
 def test_the_default_grid_puts_the_gentlest_setting_first() -> None:
     first = UPDATE_GRID[0]
-    assert all(first[key] <= setting[key] for setting in UPDATE_GRID for key in ("lr", "new_item_lr_scale"))
+    keys = ("lr", "new_item_lr_scale", "replay_share")
+    assert all(first[key] <= setting[key] for setting in UPDATE_GRID for key in keys)
     assert all(first["batch_size"] >= setting["batch_size"] for setting in UPDATE_GRID)
 
 

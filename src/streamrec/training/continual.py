@@ -89,6 +89,7 @@ TUNED_SETTING_KEYS = {
     "lr": "update_lr",
     "batch_size": "update_batch_size",
     "new_item_lr_scale": "new_item_lr_scale",
+    "replay_share": "replay_share",
 }
 
 

@@ -18,13 +18,13 @@ value that wins every such comparison is kept (:func:`choose`). By chance alone
 one value wins all six pairs of a two-valued setting about 3 % of the time.
 
 Candidates are compared at equal compute: a smaller batch takes more optimiser
-steps per epoch but pads less, so each batch size gets the epochs that fit in one
-allowance, priced at the pace of the tuner's own fit (:class:`RefitCost`). The
-allowance is ``base.epochs`` at the grid's first batch size or, given a
-``budget``, that share of a refit's compute, which then also ends each of the
-candidates' updates: a stream whose updates are cheap next to its refits gets
-more epochs, and the user states what an update may cost rather than how many
-passes it makes.
+steps per epoch but pads less, and a larger replay share reads more rows, so each
+setting gets the epochs that fit in one allowance, priced at the pace of the
+tuner's own fit (:class:`RefitCost`). The allowance is ``base.epochs`` with the
+grid's first setting or, given a ``budget``, that share of a refit's compute,
+which then also ends each of the candidates' updates: a stream whose updates are
+cheap next to its refits gets more epochs, and the user states what an update
+may cost rather than how many passes it makes.
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ from streamrec.training.update import UpdateConfig, training_data, update
 
 # Gentlest first: of settings that score alike, the earliest wins.
 UPDATE_GRID: tuple[dict[str, Any], ...] = tuple(
-    {"lr": lr, "batch_size": batch_size, "new_item_lr_scale": scale}
+    {"lr": lr, "batch_size": batch_size, "new_item_lr_scale": scale, "replay_share": share}
     for lr in (1e-3, 2e-3, 4e-3)
     for batch_size in (128, 32)
     for scale in (1.0, 8.0)
+    for share in (1 / 3, 1.0)
 )
 
 
@@ -137,8 +138,8 @@ def tune_update(
     # candidate alike, and the tolerance is a share of what the updates change.
     examples = {s: split.examples(s, None, rng) for s in range(2, later + 1)}
     candidates = []
-    for settings in grid:
-        settings = {**settings, "epochs": epochs[settings.get("batch_size", base.batch_size)]}
+    for settings, planned in zip(grid, epochs, strict=True):
+        settings = {**settings, "epochs": planned}
         candidate = replace(base, **settings, budget=budget)
         model, ndcg = fitted, []
         for s in range(1, later):
@@ -164,7 +165,7 @@ def choose(candidates: list[dict[str, Any]], tolerance: float) -> tuple[dict[str
     tolerance then picks among the candidates with every decided value; should a
     grid that is not a full product have none, among all of them.
     """
-    keys = [key for key in candidates[0]["settings"] if key != "epochs"]  # epochs follow batch size
+    keys = [key for key in candidates[0]["settings"] if key != "epochs"]  # epochs follow the rest
     decided = {}
     for key in keys:
         groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
@@ -188,17 +189,21 @@ def _equal_compute_epochs(
     model: SASRecConfig,
     grid: tuple[dict[str, Any], ...],
     allowance: float | None = None,
-) -> dict[int | None, int]:
-    """The epochs per batch size in ``grid`` that an update of ``data`` takes in ``allowance`` seconds.
+) -> list[int]:
+    """The epochs each setting in ``grid`` plans so that an update of ``data`` takes ``allowance`` seconds.
 
-    Priced at ``cost``'s pace, so no candidate is timed. Without an allowance, the
-    compute of ``base.epochs`` at the grid's first batch size, rounded down; with
-    one, rounded up, and the budget ends the last epoch where it runs out.
+    Priced at ``cost``'s pace, so no candidate is timed: a smaller batch pays the
+    fixed part of a step more often, a larger replay share reads more rows. Without
+    an allowance, the compute of ``base.epochs`` with the grid's first setting,
+    rounded down; with one, rounded up, and the budget ends the last epoch where it
+    runs out.
     """
-    sizes = list(dict.fromkeys(settings.get("batch_size", base.batch_size) for settings in grid))
-    rows = training_lengths(training_data(data, base), model.max_len)
-    per_epoch = {size: cost.epoch_seconds(rows, size or model.batch_size) for size in sizes}
-    if allowance is None:  # rounded down (the 1e-9 keeps base.epochs whole at the first size)
-        allowance = base.epochs * per_epoch[sizes[0]]
-        return {size: max(1, math.floor(allowance / max(s, 1e-12) + 1e-9)) for size, s in per_epoch.items()}
-    return {size: max(1, math.ceil(allowance / max(s, 1e-12) - 1e-9)) for size, s in per_epoch.items()}
+    per_epoch = []
+    for settings in grid:
+        candidate = replace(base, **settings)
+        rows = training_lengths(training_data(data, candidate), model.max_len)
+        per_epoch.append(max(cost.epoch_seconds(rows, candidate.batch_size or model.batch_size), 1e-12))
+    if allowance is None:  # rounded down (the 1e-9 keeps base.epochs whole with the first setting)
+        allowance = base.epochs * per_epoch[0]
+        return [max(1, math.floor(allowance / seconds + 1e-9)) for seconds in per_epoch]
+    return [max(1, math.ceil(allowance / seconds - 1e-9)) for seconds in per_epoch]
