@@ -298,7 +298,8 @@ def test_tune_update_command_suggests_the_best_settings(
     printed = capsys.readouterr().out
     assert "within 1% of the best" in printed
     assert "learned per update (the worker's: 10,000)" in printed  # a short log: sixths of it
-    for key in ("update_epochs", "update_lr", "update_batch_size", "new_item_lr_scale"):  # toml lines
+    toml_keys = ("update_epochs", "update_lr", "update_batch_size", "new_item_lr_scale", "replay_share")
+    for key in toml_keys:
         assert f"\n{key} = " in printed, key
     assert main(["tune-update", "--home", str(home), "--budget", "0.2"]) == 0
     assert "an update takes about 20% of a refit's compute" in capsys.readouterr().out
