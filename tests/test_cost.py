@@ -2,12 +2,13 @@
 
 import numpy as np
 import pytest
+import torch
 
 from chains import N_ITEMS, TINY, chain_data
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.training.cost import REFIT_PACE, RefitCost, training_cells
-from streamrec.training.loop import TrainingBatches
+from streamrec.training.loop import TrainingBatches, step_seconds
 
 
 def test_training_cells_count_each_users_newest_max_len_targets_padded_as_batched() -> None:
@@ -57,3 +58,34 @@ def test_affordable_steps_take_the_share_of_a_refit_at_the_pace_of_the_updates_o
     assert cost.affordable_steps(0.1, refit=1000.0, lengths=rows.lengths, batch_size=4) == 2  # 100 s / 50
     assert cost.affordable_steps(0.1, refit=1000.0, lengths=rows.lengths, batch_size=8) == 1  # 100 s / 90
     assert cost.affordable_steps(1e-9, refit=1000.0, lengths=rows.lengths, batch_size=4) == 1  # never none
+
+
+def test_the_fixed_part_comes_from_steps_of_two_sizes_timed_side_by_side(monkeypatch) -> None:
+    data = chain_data(users=60, seed=0)
+    config = SASRecConfig(item_tower="id", **{**TINY, "epochs": 2})
+    model = SASRec(config).fit(data, progress=False)
+    planted_cell, planted_step = 1e-5, 2e-4  # the fixed part costs as much as 20 cells
+
+    def timed(net, data, config, sizes, width):
+        return [planted_cell * size * width + planted_step for size in sizes]
+
+    monkeypatch.setattr("streamrec.training.cost.step_seconds", timed)
+    cost = RefitCost.timed(model, data)
+    assert cost.seconds_per_step / cost.seconds_per_cell == pytest.approx(20)
+    # Noise that makes the larger step no dearer than the smaller shows no fixed part.
+    monkeypatch.setattr(
+        "streamrec.training.cost.step_seconds", lambda net, data, config, sizes, width: [1.0, 1.0]
+    )
+    assert RefitCost.timed(model, data).seconds_per_step == 0
+
+
+def test_training_steps_of_each_size_are_timed_on_a_copy_of_the_network() -> None:
+    data = chain_data(users=60, seed=0)
+    model = SASRec(SASRecConfig(item_tower="id", **{**TINY, "epochs": 1})).fit(data, progress=False)
+    assert model.net is not None
+    before = {name: p.detach().clone() for name, p in model.net.named_parameters()}
+    seconds = step_seconds(model.net, data, model.config, (2, 8), width=5, repeats=2)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)
+    assert all(torch.equal(p, before[name]) for name, p in model.net.named_parameters())
+    with pytest.raises(ValueError, match="no training row is 500 positions long"):
+        step_seconds(model.net, data, model.config, (2,), width=500)

@@ -66,6 +66,13 @@ class TrainingBatches:
                 weights[row, :n] *= data.learn[user][-(width + 1) :][1:]
         return cls(inputs, targets, weights, event_types, values, lengths)
 
+    def batch(self, rows: np.ndarray, width: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """These ``rows``, cut to ``width`` positions, as tensors on ``device``."""
+        return {
+            name: torch.from_numpy(getattr(self, name)[rows, :width]).to(device)
+            for name in ("inputs", "targets", "weights", "event_types", "values")
+        }
+
 
 def training_rows(data: TrainingData, max_len: int) -> list[int]:
     """The users who make a training row: something to learn in their newest ``max_len + 1`` events."""
@@ -265,11 +272,7 @@ def train_network(
             if steps == total_steps:
                 break  # max_steps ends this epoch early
             steps += 1
-            width = int(batches.lengths[rows].max())
-            batch = {
-                name: torch.from_numpy(getattr(batches, name)[rows, :width]).to(device)
-                for name in ("inputs", "targets", "weights", "event_types", "values")
-            }
+            batch = batches.batch(rows, int(batches.lengths[rows].max()), device)
             loss, _ = sequence_loss(net, batch, config, log_q, generator, low_precision, distillation)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -310,33 +313,39 @@ def train_network(
     return log
 
 
-def fixed_step_seconds(net: SASRecNet, config: SASRecConfig, repeats: int = 5) -> float:
-    """Median seconds of a training step on a one-position batch, on a copy of ``net``.
+def step_seconds(
+    net: SASRecNet,
+    data: TrainingData,
+    config: SASRecConfig,
+    sizes: tuple[int, ...],
+    width: int,
+    repeats: int = 9,
+) -> list[float]:
+    """Median seconds of a training step of ``sizes`` rows each, ``width`` positions, on a copy of ``net``.
 
-    That is the part of every step that does not grow with the batch: the item
-    tower over the whole catalogue and the optimiser's pass over every weight.
+    Rows are real training rows at least ``width`` long (drawn with replacement) cut
+    to ``width``. The sizes take turns, so a machine that slows down meanwhile slows
+    them alike.
     """
     device = next(net.parameters()).device
     probe = copy.deepcopy(net).train()
     optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=config.lr)
-    batch = {
-        "inputs": torch.ones((1, 1), dtype=torch.int64, device=device),
-        "targets": torch.ones((1, 1), dtype=torch.int64, device=device),
-        "weights": torch.ones((1, 1), dtype=torch.float32, device=device),
-        "event_types": torch.full((1, 1), -1, dtype=torch.int64, device=device),
-        "values": torch.full((1, 1), float("nan"), dtype=torch.float32, device=device),
-    }
-    log_q = None
-    if config.loss == "sampled":  # uniform: which items are drawn does not change the step's cost
-        log_q = torch.full((probe.n_items,), -math.log(probe.n_items), device=device)
+    batches = TrainingBatches.from_data(data, config)
+    long_enough = np.flatnonzero(batches.lengths >= width)
+    if len(long_enough) == 0:
+        raise ValueError(f"no training row is {width} positions long")
+    rng = np.random.default_rng(config.seed)
+    log_q = popularity_log_q(data, device) if config.loss == "sampled" else None
     low_precision = matmul_dtype(config.matmul_dtype, device)
-    times = []
-    for _ in range(repeats + 1):  # the first also warms up, and is not counted
-        started = time.perf_counter()
-        loss, _ = sequence_loss(probe, batch, config, log_q, None, low_precision)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        float(loss.detach())  # waits for an accelerator to finish the step
-        times.append(time.perf_counter() - started)
-    return statistics.median(times[1:])
+    times: list[list[float]] = [[] for _ in sizes]
+    for _ in range(repeats + 1):  # the first round also warms up, and is not counted
+        for timed, size in zip(times, sizes, strict=True):
+            batch = batches.batch(rng.choice(long_enough, size), width, device)
+            started = time.perf_counter()
+            loss, _ = sequence_loss(probe, batch, config, log_q, None, low_precision)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            float(loss.detach())  # waits for an accelerator to finish the step
+            timed.append(time.perf_counter() - started)
+    return [statistics.median(timed[1:]) for timed in times]
