@@ -1,5 +1,7 @@
 """A refit's cost from a fit's pace: training cells, seconds per cell, and the estimate it gives."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from chains import N_ITEMS, TINY, chain_data
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.training.cost import REFIT_PACE, RefitCost, training_cells
-from streamrec.training.loop import TrainingBatches, step_seconds
+from streamrec.training.loop import Distillation, TrainingBatches, step_seconds
 
 
 def test_training_cells_count_each_users_newest_max_len_targets_padded_as_batched() -> None:
@@ -64,28 +66,52 @@ def test_the_fixed_part_comes_from_steps_of_two_sizes_timed_side_by_side(monkeyp
     data = chain_data(users=60, seed=0)
     config = SASRecConfig(item_tower="id", **{**TINY, "epochs": 2})
     model = SASRec(config).fit(data, progress=False)
-    planted_cell, planted_step = 1e-5, 2e-4  # the fixed part costs as much as 20 cells
+    # Planted (seconds per cell, seconds per step) of each kind of step: a plain step's fixed
+    # part costs as much as 20 cells; distillation's cells cost 1.5 times as much, and its
+    # fixed part 60 plain cells' worth.
+    planted = {"plain": (1e-5, 2e-4), "replay-distill": (1.5e-5, 6e-4), "adapter": (1e-5, 3e-4)}
 
-    def timed(net, data, config, sizes, width):
-        return [planted_cell * size * width + planted_step for size in sizes]
+    def timed(steps, data, config, sizes, width):
+        assert set(steps) == set(planted)
+        return {
+            kind: [cell * size * width + step for size in sizes] for kind, (cell, step) in planted.items()
+        }
 
     monkeypatch.setattr("streamrec.training.cost.step_seconds", timed)
     cost = RefitCost.timed(model, data)
     assert cost.seconds_per_step / cost.seconds_per_cell == pytest.approx(20)
-    # Noise that makes the larger step no dearer than the smaller shows no fixed part.
+    distill = cost.for_strategy("replay-distill")
+    assert distill.seconds_per_cell / cost.seconds_per_cell == pytest.approx(1.5)
+    assert distill.seconds_per_step / cost.seconds_per_cell == pytest.approx(60)
+    assert cost.for_strategy("adapter").seconds_per_step / cost.seconds_per_cell == pytest.approx(30)
+    assert cost.for_strategy("replay") == RefitCost(cost.seconds_per_cell, cost.seconds_per_step)
+    assert RefitCost.from_timings(cost.timings()) == cost
+    # Noise that makes the larger step no dearer than the smaller shows no fixed part, and
+    # leaves every strategy at the plain pace.
     monkeypatch.setattr(
-        "streamrec.training.cost.step_seconds", lambda net, data, config, sizes, width: [1.0, 1.0]
+        "streamrec.training.cost.step_seconds",
+        lambda steps, data, config, sizes, width: {kind: [1.0, 1.0] for kind in steps},
     )
-    assert RefitCost.timed(model, data).seconds_per_step == 0
+    noisy = RefitCost.timed(model, data)
+    assert noisy.seconds_per_step == 0
+    assert noisy.for_strategy("replay-distill") == noisy.for_strategy("replay")
 
 
-def test_training_steps_of_each_size_are_timed_on_a_copy_of_the_network() -> None:
+def test_training_steps_of_each_kind_and_size_are_timed_on_copies_of_the_network() -> None:
     data = chain_data(users=60, seed=0)
     model = SASRec(SASRecConfig(item_tower="id", **{**TINY, "epochs": 1})).fit(data, progress=False)
     assert model.net is not None
     before = {name: p.detach().clone() for name, p in model.net.named_parameters()}
-    seconds = step_seconds(model.net, data, model.config, (2, 8), width=5, repeats=2)
-    assert len(seconds) == 2 and all(s > 0 for s in seconds)
+    teacher = Distillation(copy.deepcopy(model.net).eval().requires_grad_(False))
+    kinds = {"plain": (model.net, None), "distilled": (model.net, teacher)}
+    seconds = step_seconds(kinds, data, model.config, (2, 8), width=5, repeats=2)
+    assert set(seconds) == set(kinds)
+    assert all(len(times) == 2 and all(s > 0 for s in times) for times in seconds.values())
     assert all(torch.equal(p, before[name]) for name, p in model.net.named_parameters())
     with pytest.raises(ValueError, match="no training row is 500 positions long"):
-        step_seconds(model.net, data, model.config, (2,), width=500)
+        step_seconds({"plain": (model.net, None)}, data, model.config, (2,), width=500)
+
+
+def test_a_pace_recorded_before_strategies_had_their_own_prices_them_all_at_the_plain_pace() -> None:
+    old = RefitCost.from_timings({REFIT_PACE: 2e-5, "refit_seconds_per_step": 1e-3})
+    assert old is not None and old.for_strategy("adapter") == old

@@ -427,3 +427,20 @@ def test_a_budget_ends_the_update_at_its_share_of_a_refits_compute_whatever_the_
     assert ample.steps == unbounded.steps
     with pytest.raises(ValueError, match=r"^budget: needs a fit's pace"):
         update(hybrid, new_data, tiny, text_embeddings=TEXT)
+
+
+def test_a_strategy_whose_steps_cost_more_takes_fewer_of_them_within_the_same_budget(
+    hybrid: SASRec, new_data: TrainingData
+) -> None:
+    plain = (1e-5, 1e-3)
+    half = UpdateConfig(strategy="replay-distill", epochs=4, replay_users=10, full_epochs=30, budget=0.05)
+    unpriced = update(hybrid, new_data, half, text_embeddings=TEXT, cost=RefitCost(*plain)).steps
+    dearer = RefitCost(*plain, strategies={"replay-distill": (2 * plain[0], 2 * plain[1])})
+    steps = update(hybrid, new_data, half, text_embeddings=TEXT, cost=dearer).steps
+    assert 1 <= steps < unpriced and abs(steps - unpriced / 2) <= 1  # twice the price: half the steps
+    # The refit it is a share of stays priced at the plain pace: replay's steps are unchanged.
+    replay = replace(half, strategy="replay")
+    assert (
+        update(hybrid, new_data, replay, text_embeddings=TEXT, cost=dearer).steps
+        == update(hybrid, new_data, replay, text_embeddings=TEXT, cost=RefitCost(*plain)).steps
+    )

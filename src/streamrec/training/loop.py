@@ -314,38 +314,43 @@ def train_network(
 
 
 def step_seconds(
-    net: SASRecNet,
+    steps: dict[str, tuple[SASRecNet, Distillation | None]],
     data: TrainingData,
     config: SASRecConfig,
     sizes: tuple[int, ...],
     width: int,
     repeats: int = 9,
-) -> list[float]:
-    """Median seconds of a training step of ``sizes`` rows each, ``width`` positions, on a copy of ``net``.
+) -> dict[str, list[float]]:
+    """Median seconds of each kind of training step in ``steps``, at each of ``sizes`` rows.
 
-    Rows are real training rows at least ``width`` long (drawn with replacement) cut
-    to ``width``. The sizes take turns, so a machine that slows down meanwhile slows
-    them alike.
+    A kind is a network (trained on a copy, with its own optimiser over what it lets
+    learn) and an optional distillation term. Rows are real training rows at least
+    ``width`` long (drawn with replacement) cut to ``width``. Kinds and sizes take
+    turns, so a machine that slows down meanwhile slows them all alike.
     """
-    device = next(net.parameters()).device
-    probe = copy.deepcopy(net).train()
-    optimizer = torch.optim.AdamW([p for p in probe.parameters() if p.requires_grad], lr=config.lr)
     batches = TrainingBatches.from_data(data, config)
     long_enough = np.flatnonzero(batches.lengths >= width)
     if len(long_enough) == 0:
         raise ValueError(f"no training row is {width} positions long")
     rng = np.random.default_rng(config.seed)
+    probes = {}
+    for kind, (net, distillation) in steps.items():
+        probe = copy.deepcopy(net).train()
+        trainable = [p for p in probe.parameters() if p.requires_grad]
+        probes[kind] = (probe, torch.optim.AdamW(trainable, lr=config.lr), distillation)
+    device = next(next(iter(probes.values()))[0].parameters()).device
     log_q = popularity_log_q(data, device) if config.loss == "sampled" else None
     low_precision = matmul_dtype(config.matmul_dtype, device)
-    times: list[list[float]] = [[] for _ in sizes]
+    times: dict[str, list[list[float]]] = {kind: [[] for _ in sizes] for kind in steps}
     for _ in range(repeats + 1):  # the first round also warms up, and is not counted
-        for timed, size in zip(times, sizes, strict=True):
-            batch = batches.batch(rng.choice(long_enough, size), width, device)
-            started = time.perf_counter()
-            loss, _ = sequence_loss(probe, batch, config, log_q, None, low_precision)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            float(loss.detach())  # waits for an accelerator to finish the step
-            timed.append(time.perf_counter() - started)
-    return [statistics.median(timed[1:]) for timed in times]
+        for kind, (probe, optimizer, distillation) in probes.items():
+            for timed, size in zip(times[kind], sizes, strict=True):
+                batch = batches.batch(rng.choice(long_enough, size), width, device)
+                started = time.perf_counter()
+                loss, _ = sequence_loss(probe, batch, config, log_q, None, low_precision, distillation)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                float(loss.detach())  # waits for an accelerator to finish the step
+                timed.append(time.perf_counter() - started)
+    return {kind: [statistics.median(t[1:]) for t in per_size] for kind, per_size in times.items()}

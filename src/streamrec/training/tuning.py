@@ -203,7 +203,8 @@ def _equal_compute_epochs(
     for settings in grid:
         candidate = replace(base, **settings)
         rows = training_lengths(training_data(data, candidate), model.max_len)
-        per_epoch.append(max(cost.epoch_seconds(rows, candidate.batch_size or model.batch_size), 1e-12))
+        pace = cost.for_strategy(candidate.strategy)
+        per_epoch.append(max(pace.epoch_seconds(rows, candidate.batch_size or model.batch_size), 1e-12))
     if allowance is None:  # rounded down (the 1e-9 keeps base.epochs whole with the first setting)
         allowance = base.epochs * per_epoch[0]
         return [max(1, math.floor(allowance / seconds + 1e-9)) for seconds in per_epoch]

@@ -31,13 +31,12 @@ import torch
 from streamrec.config import LR_SCHEDULES
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
+from streamrec.training.adapters import LORA_ALPHA, LORA_RANK, with_lora
 from streamrec.training.cost import RefitCost
 from streamrec.training.loop import Distillation, TrainingLog, train_network, training_lengths
 
 Strategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
 STRATEGIES: tuple[str, ...] = ("finetune", "replay", "replay-distill", "adapter", "full")
-# Modules LoRA adapts: attention (peft wraps nn.MultiheadAttention), feed-forward, text projection.
-ADAPTER_TARGETS = ["self_attn", "linear1", "linear2", "text_projection"]
 
 
 @dataclass
@@ -63,8 +62,8 @@ class UpdateConfig:
     replay_users: int | None = None
     distill_weight: float = 0.5  # λ of the distillation term (replay-distill)
     distill_temperature: float = 1.0
-    lora_rank: int = 8
-    lora_alpha: int = 16
+    lora_rank: int = LORA_RANK
+    lora_alpha: int = LORA_ALPHA
     full_epochs: int | None = None  # epochs of a full refit; None: the model config's
     # A ceiling on the update's compute: this share of a refit's, both estimated at the pace of
     # one fit (RefitCost), so the machine's speed moves neither; it ends the update mid-epoch if
@@ -171,7 +170,8 @@ def update(
         assert cost is not None
         refit = cost.seconds(data, model.config, config.refit_epochs(model.config))
         lengths = training_lengths(train, train_config.max_len)
-        max_steps = cost.affordable_steps(config.budget, refit, lengths, train_config.batch_size)
+        pace = cost.for_strategy(config.strategy)  # distillation and adapters step dearer
+        max_steps = pace.affordable_steps(config.budget, refit, lengths, train_config.batch_size)
     with _faster_rows(student.net, untrained, config.new_item_lr_scale):
         if config.strategy == "adapter":
             trainable, log = _train_adapters(
@@ -264,15 +264,9 @@ def _train_adapters(
 
     Returns how many weights were trainable (adapter weights plus new rows), and the training log.
     """
-    import peft
-
     net = student.net
     assert net is not None
-    lora = peft.LoraConfig(
-        r=config.lora_rank, lora_alpha=config.lora_alpha, target_modules=ADAPTER_TARGETS, lora_dropout=0.0
-    )
-    targets = [t for t in ADAPTER_TARGETS if any(name.endswith(t) for name, _ in net.named_modules())]
-    wrapped = peft.get_peft_model(net, replace(lora, target_modules=targets))  # freezes the base weights
+    wrapped = with_lora(net, config.lora_rank, config.lora_alpha)  # freezes the base weights
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     hook = None
     new_rows = int(untrained.sum())
