@@ -115,3 +115,18 @@ def test_training_steps_of_each_kind_and_size_are_timed_on_copies_of_the_network
 def test_a_pace_recorded_before_strategies_had_their_own_prices_them_all_at_the_plain_pace() -> None:
     old = RefitCost.from_timings({REFIT_PACE: 2e-5, "refit_seconds_per_step": 1e-3})
     assert old is not None and old.for_strategy("adapter") == old
+
+
+def test_training_data_of_some_users_keeps_every_aligned_array_in_their_order() -> None:
+    data = TrainingData(
+        [np.arange(3), np.arange(5), np.arange(2)],
+        N_ITEMS,
+        timestamps=[np.arange(3) * 10, np.arange(5) * 10, np.arange(2) * 10],
+        type_names=["click"],
+        learn=[np.ones(3, bool), np.zeros(5, bool), np.ones(2, bool)],
+    )
+    picked = data.of_users([2, 0])
+    assert [len(s) for s in picked.sequences] == [2, 3]
+    assert picked.timestamps is not None and [len(t) for t in picked.timestamps] == [2, 3]
+    assert picked.learn is not None and [len(m) for m in picked.learn] == [2, 3]
+    assert picked.event_types is None and picked.type_names == ["click"] and picked.n_items == N_ITEMS

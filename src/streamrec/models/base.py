@@ -50,6 +50,22 @@ class TrainingData:
             cut(self.learn),
         )
 
+    def of_users(self, users: Sequence[int]) -> TrainingData:
+        """The same data for these ``users`` only, in this order."""
+
+        def pick(arrays: list[np.ndarray] | None) -> list[np.ndarray] | None:
+            return None if arrays is None else [arrays[u] for u in users]
+
+        return TrainingData(
+            pick(self.sequences) or [],
+            self.n_items,
+            pick(self.timestamps),
+            pick(self.event_types),
+            pick(self.values),
+            self.type_names,
+            pick(self.learn),
+        )
+
 
 class Recommender(ABC):
     """Base class: subclasses implement ``fit`` and ``score``; ``recommend`` comes free."""

@@ -158,12 +158,11 @@ def _timed_parts(fitted: SASRec, data: TrainingData, lengths: np.ndarray) -> dic
     kinds = ("plain", *OWN_PACE_STRATEGIES)
     if small == large or len(lengths) == 0:
         return dict.fromkeys(kinds, (0.0, 0.0))
-    teacher = copy.deepcopy(fitted.net).eval().requires_grad_(False)
     adapted = copy.deepcopy(fitted.net)
     with_lora(adapted)  # in place: the copy's base weights freeze, its adapters learn
     steps = {
         "plain": (fitted.net, None),
-        "replay-distill": (fitted.net, Distillation(teacher)),
+        "replay-distill": (fitted.net, Distillation.frozen_copy_of(fitted.net)),
         "adapter": (adapted, None),
     }
     width = int(np.median(lengths))

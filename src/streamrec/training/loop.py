@@ -104,6 +104,11 @@ class Distillation:
     temperature: float = 1.0
     positions: int = 1024
 
+    @classmethod
+    def frozen_copy_of(cls, net: SASRecNet, weight: float = 0.5, temperature: float = 1.0) -> Distillation:
+        """Towards a frozen copy of ``net`` as it is now, whatever ``net`` then learns."""
+        return cls(copy.deepcopy(net).eval().requires_grad_(False), weight, temperature)
+
 
 @dataclass
 class TrainingLog:
@@ -328,24 +333,28 @@ def step_seconds(
     ``width`` long (drawn with replacement) cut to ``width``. Kinds and sizes take
     turns, so a machine that slows down meanwhile slows them all alike.
     """
-    batches = TrainingBatches.from_data(data, config)
-    long_enough = np.flatnonzero(batches.lengths >= width)
-    if len(long_enough) == 0:
+    rows = training_rows(data, config.max_len)
+    long_enough = [u for u in rows if min(len(data.sequences[u]) - 1, config.max_len) >= width]
+    if not long_enough:
         raise ValueError(f"no training row is {width} positions long")
     rng = np.random.default_rng(config.seed)
+    # Rows for a few batches are enough: the timed steps draw from these, not from the whole log.
+    pool = rng.choice(long_enough, size=min(len(long_enough), 4 * max(sizes)), replace=False)
+    batches = TrainingBatches.from_data(data.of_users(pool.tolist()), config)
+    first_net, _ = next(iter(steps.values()))
+    device = next(first_net.parameters()).device  # every kind's network is on the same device
     probes = {}
     for kind, (net, distillation) in steps.items():
         probe = copy.deepcopy(net).train()
         trainable = [p for p in probe.parameters() if p.requires_grad]
         probes[kind] = (probe, torch.optim.AdamW(trainable, lr=config.lr), distillation)
-    device = next(next(iter(probes.values()))[0].parameters()).device
     log_q = popularity_log_q(data, device) if config.loss == "sampled" else None
     low_precision = matmul_dtype(config.matmul_dtype, device)
     times: dict[str, list[list[float]]] = {kind: [[] for _ in sizes] for kind in steps}
     for _ in range(repeats + 1):  # the first round also warms up, and is not counted
         for kind, (probe, optimizer, distillation) in probes.items():
             for timed, size in zip(times[kind], sizes, strict=True):
-                batch = batches.batch(rng.choice(long_enough, size), width, device)
+                batch = batches.batch(rng.choice(len(pool), size), width, device)
                 started = time.perf_counter()
                 loss, _ = sequence_loss(probe, batch, config, log_q, None, low_precision, distillation)
                 optimizer.zero_grad(set_to_none=True)

@@ -152,8 +152,9 @@ def update(
     before = {name: p.detach().clone() for name, p in student.net.named_parameters()}
     distillation = None
     if config.strategy == "replay-distill":  # the previous model, grown like the student, frozen
-        teacher = copy.deepcopy(student.net).eval().requires_grad_(False)
-        distillation = Distillation(teacher, config.distill_weight, config.distill_temperature)
+        distillation = Distillation.frozen_copy_of(
+            student.net, config.distill_weight, config.distill_temperature
+        )
     untrained = student.net.id_trained == 0  # ID rows no fit or update has trained yet
     student.net.id_trained[1 + np.unique(learned)] = 1.0  # new items' ID rows join in
     untrained &= student.net.id_trained > 0  # exactly the rows this update trains first
