@@ -8,8 +8,8 @@ history; ranking, excluding seen items and top-k are derived here, once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -34,36 +34,25 @@ class TrainingData:
 
     def without_last(self, drops: Sequence[int]) -> TrainingData:
         """The same data minus the last ``drops[u]`` events of each user ``u`` (held out)."""
-
-        def cut(arrays: list[np.ndarray] | None) -> list[np.ndarray] | None:
-            if arrays is None:
-                return None
-            return [a[: len(a) - d] for a, d in zip(arrays, drops, strict=True)]
-
-        return TrainingData(
-            cut(self.sequences) or [],
-            self.n_items,
-            cut(self.timestamps),
-            cut(self.event_types),
-            cut(self.values),
-            self.type_names,
-            cut(self.learn),
-        )
+        return self._per_user(lambda arrays: [a[: len(a) - d] for a, d in zip(arrays, drops, strict=True)])
 
     def of_users(self, users: Sequence[int]) -> TrainingData:
         """The same data for these ``users`` only, in this order."""
+        return self._per_user(lambda arrays: [arrays[u] for u in users])
 
-        def pick(arrays: list[np.ndarray] | None) -> list[np.ndarray] | None:
-            return None if arrays is None else [arrays[u] for u in users]
+    def _per_user(self, change: Callable[[list[np.ndarray]], list[np.ndarray]]) -> TrainingData:
+        """``change`` applied alike to every per-user list (sequences and the arrays aligned with them)."""
 
-        return TrainingData(
-            pick(self.sequences) or [],
-            self.n_items,
-            pick(self.timestamps),
-            pick(self.event_types),
-            pick(self.values),
-            self.type_names,
-            pick(self.learn),
+        def apply(arrays: list[np.ndarray] | None) -> list[np.ndarray] | None:
+            return None if arrays is None else change(arrays)
+
+        return replace(
+            self,
+            sequences=change(self.sequences),
+            timestamps=apply(self.timestamps),
+            event_types=apply(self.event_types),
+            values=apply(self.values),
+            learn=apply(self.learn),
         )
 
 
