@@ -86,6 +86,17 @@ def training_lengths(data: TrainingData, max_len: int) -> np.ndarray:
     )
 
 
+def learned_lengths(data: TrainingData, max_len: int) -> np.ndarray:
+    """Each training row's targets the next-item loss learns: those ``data.learn`` marks (all without it).
+
+    The rest of a row only reads as context, which costs a transformer pass but no softmax.
+    """
+    users = training_rows(data, max_len)
+    if data.learn is None:
+        return training_lengths(data, max_len)
+    return np.array([int(data.learn[u][1:][-max_len:].sum()) for u in users], dtype=np.int64)
+
+
 def _learns(data: TrainingData, user: int, max_len: int) -> bool:
     return data.learn is None or bool(data.learn[user][1:][-max_len:].any())
 
@@ -325,13 +336,16 @@ def step_seconds(
     sizes: tuple[int, ...],
     width: int,
     repeats: int = 9,
+    context_kinds: tuple[str, ...] = (),
 ) -> dict[str, list[float]]:
     """Median seconds of each kind of training step in ``steps``, at each of ``sizes`` rows.
 
     A kind is a network (trained on a copy, with its own optimiser over what it lets
     learn) and an optional distillation term. Rows are real training rows at least
-    ``width`` long (drawn with replacement) cut to ``width``. Kinds and sizes take
-    turns, so a machine that slows down meanwhile slows them all alike.
+    ``width`` long (drawn with replacement) cut to ``width``; they learn every
+    position, except in ``context_kinds``, whose rows learn only their last and read
+    the rest as context. Kinds and sizes take turns, so a machine that slows down
+    meanwhile slows them all alike.
     """
     rows = training_rows(data, config.max_len)
     long_enough = [u for u in rows if min(len(data.sequences[u]) - 1, config.max_len) >= width]
@@ -355,6 +369,8 @@ def step_seconds(
         for kind, (probe, optimizer, distillation) in probes.items():
             for timed, size in zip(times[kind], sizes, strict=True):
                 batch = batches.batch(rng.choice(len(pool), size), width, device)
+                if kind in context_kinds:
+                    batch["weights"][:, :-1] = 0
                 started = time.perf_counter()
                 loss, _ = sequence_loss(probe, batch, config, log_q, None, low_precision, distillation)
                 optimizer.zero_grad(set_to_none=True)

@@ -40,8 +40,7 @@ import numpy as np
 from streamrec.evaluation.prequential import cut_at_quantiles, score_examples
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
-from streamrec.training.cost import RefitCost
-from streamrec.training.loop import training_lengths
+from streamrec.training.cost import RefitCost, Rows
 from streamrec.training.update import UpdateConfig, training_data, update
 
 # Gentlest first: of settings that score alike, the earliest wins.
@@ -202,7 +201,7 @@ def _equal_compute_epochs(
     per_epoch = []
     for settings in grid:
         candidate = replace(base, **settings)
-        rows = training_lengths(training_data(data, candidate), model.max_len)
+        rows = Rows.of(training_data(data, candidate), model.max_len)
         pace = cost.for_strategy(candidate.strategy)
         per_epoch.append(max(pace.epoch_seconds(rows, candidate.batch_size or model.batch_size), 1e-12))
     if allowance is None:  # rounded down (the 1e-9 keeps base.epochs whole with the first setting)

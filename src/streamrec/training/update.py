@@ -32,8 +32,8 @@ from streamrec.config import LR_SCHEDULES
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
 from streamrec.training.adapters import LORA_ALPHA, LORA_RANK, with_lora
-from streamrec.training.cost import RefitCost
-from streamrec.training.loop import Distillation, TrainingLog, train_network, training_lengths
+from streamrec.training.cost import RefitCost, Rows
+from streamrec.training.loop import Distillation, TrainingLog, train_network
 
 Strategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
 STRATEGIES: tuple[str, ...] = ("finetune", "replay", "replay-distill", "adapter", "full")
@@ -170,9 +170,9 @@ def update(
     if config.budget is not None:
         assert cost is not None
         refit = cost.seconds(data, model.config, config.refit_epochs(model.config))
-        lengths = training_lengths(train, train_config.max_len)
+        rows = Rows.of(train, train_config.max_len)
         pace = cost.for_strategy(config.strategy)  # distillation and adapters step dearer
-        max_steps = pace.affordable_steps(config.budget, refit, lengths, train_config.batch_size)
+        max_steps = pace.affordable_steps(config.budget, refit, rows, train_config.batch_size)
     with _faster_rows(student.net, untrained, config.new_item_lr_scale):
         if config.strategy == "adapter":
             trainable, log = _train_adapters(
