@@ -3,17 +3,17 @@
 The training loop pads each batch to its longest row, and the transformer reads
 every padded position, so much of a step's time follows its *cells* (rows ×
 width). Positions the loss learns also pay the softmax over the catalogue, which
-context positions (an update's history before its new events) skip; with a
-catalogue of thousands, a learned position costs several times a context one.
+context positions (an update's history before its new events) skip: with 1,300
+to 3,000 items, a learned position cost 1.7–2.4 times a context one.
 The rest does not grow with the batch: each step runs the item tower over the
 whole catalogue and the optimiser over every weight. So a step costs
 ``seconds_per_cell × cells + seconds_per_target × learned + seconds_per_step``.
 The three parts are told apart by timing real steps of two sizes side by side,
 once learning every position and once learning only the last. Priced by cells
-alone, an update that reads mostly context (``finetune``, or replaying a third of
-the users) was priced as if it learned every position, and stopped short of its
-share. Distillation and adapter steps do more than a plain step, so
-they are timed too and priced at their own pace.
+alone, an update that reads partly context (``finetune``, or replaying a third of
+the users) was priced as if it learned every position: 3–11 % too dear (see
+``scripts/step_parts.py``). Distillation and adapter steps do more than a plain
+step, so they are timed too and priced at their own pace.
 
 An update's budget is a share of a refit's *compute*, both estimated with one
 fit's pace: a machine that slows down or speeds up after the fit changes the
