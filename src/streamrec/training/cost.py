@@ -189,7 +189,8 @@ class RefitCost:
 def _timed_parts(fitted: SASRec, data: TrainingData, lengths: np.ndarray) -> dict[str, StepParts]:
     """Timed parts of a plain step and of each :data:`OWN_PACE_STRATEGIES`'s.
 
-    From steps of a quarter and of a whole batch, rows as wide as the median row: the
+    From steps of a quarter and of a whole batch, rows as wide as the median row (or as
+    a small step needs to hold the positions distillation scores): the
     difference is what the extra rows cost, what is left of the small step is the fixed
     part. A plain step also runs with rows that learn only their last position: what it
     saves per row prices a learned target against a cell read as context. Zeros for a
@@ -204,13 +205,18 @@ def _timed_parts(fitted: SASRec, data: TrainingData, lengths: np.ndarray) -> dic
         return dict.fromkeys(kinds, nothing)
     adapted = copy.deepcopy(fitted.net)
     with_lora(adapted)  # in place: the copy's base weights freeze, its adapters learn
+    distillation = Distillation.frozen_copy_of(fitted.net)
     steps = {
         "plain": (fitted.net, None),
         "context": (fitted.net, None),
-        "replay-distill": (fitted.net, Distillation.frozen_copy_of(fitted.net)),
+        "replay-distill": (fitted.net, distillation),
         "adapter": (adapted, None),
     }
-    width = int(np.median(lengths))
+    # Rows at least wide enough that the small step too scores every position distillation reads,
+    # as an update's steps do: else the two sizes differ by part of that work, and it is priced
+    # per cell.
+    width = max(int(np.median(lengths)), math.ceil(distillation.positions / small))
+    width = min(width, int(lengths.max()))
     seconds = step_seconds(steps, data, fitted.config, (small, large), width, context_kinds=("context",))
     per_row = {
         kind: (large_step - small_step) / (large - small)
