@@ -91,10 +91,12 @@ def learned_lengths(data: TrainingData, max_len: int) -> np.ndarray:
 
     The rest of a row only reads as context, which costs a transformer pass but no softmax.
     """
-    users = training_rows(data, max_len)
     if data.learn is None:
         return training_lengths(data, max_len)
-    return np.array([int(data.learn[u][1:][-max_len:].sum()) for u in users], dtype=np.int64)
+    learn = data.learn
+    return np.array(
+        [int(learn[u][1:][-max_len:].sum()) for u in training_rows(data, max_len)], dtype=np.int64
+    )
 
 
 def _learns(data: TrainingData, user: int, max_len: int) -> bool:
