@@ -38,10 +38,9 @@ from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.training.adapters import with_lora
 from streamrec.training.loop import (
     Distillation,
-    learned_lengths,
     length_bucketed_batches,
+    row_targets,
     step_seconds,
-    training_lengths,
 )
 
 # The registry timings a fit records its pace under.
@@ -59,7 +58,7 @@ class Rows:
 
     @classmethod
     def of(cls, data: TrainingData, max_len: int) -> Rows:
-        return cls(training_lengths(data, max_len), learned_lengths(data, max_len))
+        return cls(*row_targets(data, max_len))
 
     def batches(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """Each step's padded cells (rows × width) and learned targets in an epoch over these rows.

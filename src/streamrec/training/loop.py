@@ -79,24 +79,18 @@ def training_rows(data: TrainingData, max_len: int) -> list[int]:
     return [u for u, s in enumerate(data.sequences) if len(s) >= 2 and _learns(data, u, max_len)]
 
 
-def training_lengths(data: TrainingData, max_len: int) -> np.ndarray:
-    """Each training row's targets (``TrainingBatches.lengths``), without building the rows."""
-    return np.array(
-        [min(len(data.sequences[u]) - 1, max_len) for u in training_rows(data, max_len)], dtype=np.int64
-    )
+def row_targets(data: TrainingData, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each training row's targets (``TrainingBatches.lengths``), and how many of them the loss learns.
 
-
-def learned_lengths(data: TrainingData, max_len: int) -> np.ndarray:
-    """Each training row's targets the next-item loss learns: those ``data.learn`` marks (all without it).
-
-    The rest of a row only reads as context, which costs a transformer pass but no softmax.
+    Learned are those ``data.learn`` marks (all, without it); the rest of a row only reads
+    as context, which costs a transformer pass but no softmax. Without building the rows.
     """
+    users = training_rows(data, max_len)
+    lengths = np.array([min(len(data.sequences[u]) - 1, max_len) for u in users], dtype=np.int64)
     if data.learn is None:
-        return training_lengths(data, max_len)
-    learn = data.learn
-    return np.array(
-        [int(learn[u][1:][-max_len:].sum()) for u in training_rows(data, max_len)], dtype=np.int64
-    )
+        return lengths, lengths.copy()
+    learned = np.array([int(data.learn[u][1:][-max_len:].sum()) for u in users], dtype=np.int64)
+    return lengths, learned
 
 
 def _learns(data: TrainingData, user: int, max_len: int) -> bool:
@@ -349,8 +343,8 @@ def step_seconds(
     the rest as context. Kinds and sizes take turns, so a machine that slows down
     meanwhile slows them all alike.
     """
-    rows = training_rows(data, config.max_len)
-    long_enough = [u for u in rows if min(len(data.sequences[u]) - 1, config.max_len) >= width]
+    lengths, _ = row_targets(data, config.max_len)
+    long_enough = [u for u, n in zip(training_rows(data, config.max_len), lengths, strict=True) if n >= width]
     if not long_enough:
         raise ValueError(f"no training row is {width} positions long")
     rng = np.random.default_rng(config.seed)
