@@ -257,3 +257,13 @@ def test_cold_only_examples_are_exactly_the_cold_events_of_the_period() -> None:
         assert cold.cold.all()
         assert len(cold) == int(everything.cold.sum())
         assert sorted(cold.targets.tolist()) == sorted(everything.targets[everything.cold].tolist())
+
+
+def test_a_period_without_new_items_scores_its_empty_cold_set() -> None:
+    """Scoring no examples (a period that brings no new items has no cold events) reports zeros."""
+    from streamrec.models.baselines import MostPopular
+
+    model = MostPopular().fit(TrainingData([np.array([0, 1, 2])], n_items=3))
+    empty = Examples([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), 3)
+    scores = score_examples(model, empty)
+    assert scores["ndcg@10"] == 0.0 and scores["examples"] == 0 and scores["cold_examples"] == 0

@@ -519,7 +519,6 @@ def cmd_bench_offline(args: argparse.Namespace) -> int:
             config=_sasrec_config(args),
             text_model=args.text_model,
             progress=not args.quiet,
-            tune=args.tune_update,
             command="streamrec " + " ".join(sys.argv[1:]),
         )
     except ValueError as error:

@@ -34,7 +34,9 @@ class RankingAccumulator:
         self.mrr_k = mrr_k
         self.coverage_k = coverage_k
         self.count = 0
-        self.sums: dict[str, float] = {}
+        # every metric present from the start, so an empty evaluation reports zeros, not a missing key
+        names = [f"{m}@{k}" for k in self.ks for m in ("hr", "ndcg")] + [f"mrr@{mrr_k}"]
+        self.sums: dict[str, float] = dict.fromkeys(names, 0.0)
         self.recommended = np.zeros(n_items, dtype=bool)
 
     def add(self, scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -52,7 +54,7 @@ class RankingAccumulator:
         return ranks
 
     def _sum(self, name: str, value: float) -> None:
-        self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.sums[name] += float(value)
 
     def result(self) -> dict[str, float]:
         means = {name: total / max(self.count, 1) for name, total in self.sums.items()}
