@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -322,18 +323,39 @@ def test_health_and_metrics(client: TestClient) -> None:
     assert health["status"] == "ok" and health["model_version"] == "v0001"
     assert health["last_offset"] == health["trained_through_offset"] == 2000
     client.get("/recommend/u1")
-    text = client.get("/metrics").text
+    scraped = client.get("/metrics")
+    assert scraped.headers["content-type"].startswith("text/plain; version=")
+    text = scraped.text
     for name in (
         "streamrec_http_requests_total",
         "streamrec_http_request_duration_seconds_bucket",
         "streamrec_http_request_duration_seconds_count",
         "streamrec_events_ingested_total",
         "streamrec_model_last_update_timestamp_seconds",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
     ):
         assert f"# TYPE {name.removesuffix('_bucket').removesuffix('_count')}" in text, name
-    assert 'streamrec_http_requests_total{route="/recommend/{user_id}",method="GET",status="200"}' in text
+    assert 'streamrec_http_requests_total{method="GET",route="/recommend/{user_id}",status="200"}' in text
     assert 'streamrec_live_model{version="v0001"} 1.0' in text
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_metrics_merge_worker_processes_in_multiprocess_mode(tmp_path: Path) -> None:
+    """Two processes count into PROMETHEUS_MULTIPROC_DIR; a third one's scrape adds them up."""
+    worker = (
+        "from streamrec.serving.metrics import ServingMetrics; m = ServingMetrics();"
+        "m.events_ingested.inc(2); m.set_model('v0001', 1.0)"
+    )
+    scrape = "import sys; from streamrec.serving.metrics import ServingMetrics;"
+    scrape += "sys.stdout.buffer.write(ServingMetrics().render())"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", worker], env=env, check=True)
+    run = subprocess.run([sys.executable, "-c", scrape], env=env, check=True, capture_output=True, text=True)
+    assert "streamrec_events_ingested_total 4.0" in run.stdout
+    assert run.stdout.count('version="v0001"} 1.0') == 2  # one per worker, told apart by a pid label
+    assert "process_resident_memory_bytes" not in run.stdout
 
 
 def free_loopback_port() -> int:

@@ -14,10 +14,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Security
 from fastapi.responses import PlainTextResponse
 from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from streamrec.events import EventSchema, EventValidationError
 from streamrec.items import validate_item
-from streamrec.serving.metrics import CONTENT_TYPE, ServingMetrics
+from streamrec.serving.metrics import ServingMetrics
 from streamrec.serving.runtime import Runtime
 from streamrec.serving.schemas import (
     MAX_K,
@@ -151,7 +152,7 @@ def metrics(runtime: RuntimeDep, request: Request) -> PlainTextResponse:
     """Prometheus text format."""
     collected = get_metrics(request)
     collected.set_model(runtime.loaded.version, runtime.loaded.loaded_at)
-    return PlainTextResponse(collected.render(), media_type=CONTENT_TYPE)
+    return PlainTextResponse(collected.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 # ----- writes -----
