@@ -20,9 +20,9 @@ def home(built_home: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """``run_stream_benchmark`` options for a small simulated stream and a tiny ID-only model."""
+    from streamrec.config import UpdateSettings
     from streamrec.data.synthetic import simulate
     from streamrec.models.sasrec import SASRecConfig
-    from streamrec.training.update import UpdateConfig
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the text cache goes to scratch
     simulate(tmp_path / "stream", users=60, items=80, events=3000, seed=0)
@@ -32,7 +32,7 @@ def tiny_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, An
         "out": tmp_path / "stream.json",
         "periods": 3,
         "config": SASRecConfig(hidden=16, layers=1, max_len=20, epochs=2, batch_size=64, item_tower="id"),
-        "update_config": UpdateConfig(epochs=1, full_epochs=2, replay_users=10),
+        "update": UpdateSettings(epochs=1, full_epochs=2, replay_users=10),
         "eval_limit": 100,
         "progress": False,
     }

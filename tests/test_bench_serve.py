@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from streamrec.bench.serve import run_serve_benchmark
+from streamrec.config import Settings
 from streamrec.data.synthetic import StreamConfig, generate
 from streamrec.events import EventSchema
+from streamrec.home import Home
 from streamrec.items import validate_item
 from streamrec.models.sasrec import SASRecConfig
 from streamrec.store import open_store
@@ -25,8 +27,8 @@ def tiny_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with open_store(home) as store:
         store.catalog.upsert(validate_item(record) for record in stream.items)
         store.log.append([schema.validate(event) for event in stream.events()])
-        config = SASRecConfig(item_tower="id", hidden=16, layers=1, max_len=10, epochs=1)
-        train_and_register(store, home, config, text_model="all-MiniLM-L6-v2", progress=False)
+    config = SASRecConfig(item_tower="id", hidden=16, layers=1, max_len=10, epochs=1)
+    train_and_register(Home(home, Settings()), config, text_model="all-MiniLM-L6-v2", progress=False)
     return home
 
 

@@ -1,5 +1,6 @@
 """Prequential evaluation: cutting a log into periods, test-then-train examples, scoring, the benchmark."""
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -142,6 +143,9 @@ class FixedScores(Recommender):
     def fit(self, data: TrainingData) -> "FixedScores":
         return self
 
+    def partial_fit(self, data: TrainingData) -> "FixedScores":
+        return self
+
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         self.seen.extend(h.tolist() for h in histories)
         return np.tile(self.scores, (len(histories), 1))
@@ -189,9 +193,9 @@ def test_cut_at_quantiles_sizes_each_period_by_its_share_of_the_events() -> None
 
 def test_stream_benchmark_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamrec.bench.stream import run_stream_benchmark
+    from streamrec.config import UpdateSettings
     from streamrec.data.synthetic import simulate
     from streamrec.models.sasrec import SASRecConfig
-    from streamrec.training.update import UpdateConfig
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the text cache goes to scratch
     simulate(tmp_path / "stream", users=60, items=80, events=3000, seed=0)
@@ -204,15 +208,13 @@ def test_stream_benchmark_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Mo
         periods=3,
         strategies=strategies,
         config=SASRecConfig(hidden=16, layers=1, max_len=20, epochs=2, batch_size=64, item_tower="hybrid"),
-        update_config=UpdateConfig(epochs=1, full_epochs=2, replay_users=10),
+        update=UpdateSettings(epochs=1, full_epochs=2, replay_users=10),
         eval_limit=200,
         progress=False,
     )
     written = json.loads(out.read_text())
     assert written["dataset"] == "synthetic" and written["periods"] == 3
     assert set(written["strategies"]) == set(strategies)
-    assert written["examples_per_period"] == {"1": 200, "2": 200}
-    assert set(written["initial_fit_seconds"]) == {"hybrid", "id"}
     for name, values in written["strategies"].items():
         for key in ("ndcg@10_mean", "hr@10_mean", "update_seconds_median"):
             assert isinstance(values[key], float), (name, key)
@@ -221,13 +223,14 @@ def test_stream_benchmark_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Mo
         assert values["ndcg@10_mean"] == pytest.approx(np.mean(values["ndcg@10_per_period"]), abs=1e-5)
         assert "cold_hr@10_mean" in values and "forgetting" in values
     static = written["strategies"]["static"]
-    assert static["update_seconds"] == [] and static["update_seconds_median"] == 0.0
-    assert static["forgetting"] is None
+    assert "verdicts" not in static and "cost_vs_full" not in static
     for name in ("finetune", "replay-distill:id"):
         learner = written["strategies"][name]
         assert len(learner["update_seconds"]) == 1 and learner["update_seconds_median"] > 0
-        (summary,) = learner["updates"]  # one per update, as update() reports it
-        assert summary["strategy"] == name.split(":")[0] and summary["learned_events"] > 0
+        (verdict,) = learner["verdicts"]  # one guarded update per learned period
+        assert verdict["strategy"] == name.split(":")[0] and verdict["learned_events"] > 0
+        assert verdict["examples"] > 0 and verdict["promoted"] == (learner["promoted"] == 1)
+        assert learner["promoted"] + learner["rejected"] == 1
         assert learner["forgetting"] == 0.0  # one update: the curve has a single point
     # the first period is scored before any update, so static and finetune agree there
     assert static["ndcg@10_per_period"][0] == written["strategies"]["finetune"]["ndcg@10_per_period"][0]
@@ -244,7 +247,9 @@ def test_stream_benchmark_strategies_learn_each_period_side_by_side(
     run_stream_benchmark(**options, strategies=("finetune", "replay"))
     # Both learn period 1 before either learns period 2: their update times are measured together.
     lines = capsys.readouterr().out.splitlines()
-    learned = [line.split(":")[0] for line in lines if line.startswith(("finetune", "replay"))]
+    learned = [
+        line.split(":")[0] for line in lines if line.startswith(("finetune", "replay")) and "learned" in line
+    ]
     assert learned == ["finetune period 1", "replay period 1", "finetune period 2", "replay period 2"]
 
 
@@ -267,3 +272,53 @@ def test_a_period_without_new_items_scores_its_empty_cold_set() -> None:
     empty = Examples([], np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), 3)
     scores = score_examples(model, empty)
     assert scores["ndcg@10"] == 0.0 and scores["examples"] == 0 and scores["cold_examples"] == 0
+
+
+def test_run_prequential_equals_a_hand_written_score_then_learn_loop() -> None:
+    """The runner scores each period before learning it, for every learner, exactly as a plain loop would."""
+    from streamrec.evaluation.prequential import Frozen, run_prequential
+    from streamrec.models.baselines import ItemKNN, MostPopular
+
+    split = cut_into_periods(random_log(users=60, items=40, seed=3), 5)
+
+    def examples(period: int) -> dict[str, Examples]:
+        return {"all": split.examples(period, None, np.random.default_rng(period))}
+
+    learners: dict[str, Recommender] = {
+        "mostpop": MostPopular(),
+        "itemknn": ItemKNN(),
+        "static": Frozen(ItemKNN()),
+    }
+    records = run_prequential(split, learners, examples)
+
+    for name, fresh in (("mostpop", MostPopular()), ("itemknn", ItemKNN()), ("static", None)):
+        model = fresh or ItemKNN()
+        model.fit(dataclasses.replace(split.through(0), learn=None))
+        expected = []
+        for period in range(1, split.n_periods):
+            expected.append(score_examples(model, examples(period)["all"])["ndcg@10"])
+            if fresh is not None and period < split.n_periods - 1:
+                model.partial_fit(split.through(period))
+        assert [r["all"]["ndcg@10"] for r in records[name]] == pytest.approx(expected), name
+        learned = [r for r in records[name] if "learn_seconds" in r]
+        assert len(learned) == split.n_periods - 2  # the last period is scored, never learned
+    # learning changed the learners' scores: the loop above would not catch a runner that never learned
+    assert records["itemknn"][-1]["all"]["ndcg@10"] != records["static"][-1]["all"]["ndcg@10"]
+
+
+def test_stream_benchmark_runs_through_periods_that_bring_no_new_items(
+    tiny_stream: dict[str, Any], tmp_path: Path
+) -> None:
+    """A stream whose later periods only re-use known items (no cold events) runs to the end."""
+    from streamrec.bench.stream import run_stream_benchmark
+
+    events = [json.loads(line) for line in (tiny_stream["data"] / "events.jsonl").read_text().splitlines()]
+    events.sort(key=lambda e: e["timestamp"])
+    first_half = {e["item_id"] for e in events[: len(events) // 2]}
+    kept = [e for e in events if e["item_id"] in first_half]
+    (tiny_stream["data"] / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in kept))
+    result = run_stream_benchmark(**tiny_stream, strategies=("replay", "mostpop", "itemknn"))
+    rows = result["strategies"]
+    assert rows["replay"]["cold_hr@10_per_period"][-1] is None  # the last period brought no new item
+    assert set(rows) == {"replay", "mostpop", "itemknn"}
+    assert len(rows["mostpop"]["ndcg@10_per_period"]) == tiny_stream["periods"] - 1

@@ -10,8 +10,10 @@ import pytest
 
 from chains import N_ITEMS, TINY, chain_data
 from streamrec.bench.retrieval import clustered_vectors, recall_at_k, run_retrieval_benchmark
+from streamrec.config import Settings
 from streamrec.data.synthetic import StreamConfig, generate
 from streamrec.events import EventSchema
+from streamrec.home import Home
 from streamrec.models.base import top_k
 from streamrec.models.quantize import QuantizedSASRec, quantize_dynamic_int8
 from streamrec.models.sasrec import SASRec, SASRecConfig
@@ -153,8 +155,8 @@ def test_retrieval_benchmark_smoke(tmp_path: Path) -> None:
     schema = EventSchema()
     with open_store(home) as store:
         store.log.append([schema.validate(event) for event in stream.events()])
-        config = SASRecConfig(item_tower="id", hidden=16, layers=1, max_len=20, epochs=1, device="cpu")
-        train_and_register(store, home, config, text_model="unused", progress=False)
+    config = SASRecConfig(item_tower="id", hidden=16, layers=1, max_len=20, epochs=1, device="cpu")
+    train_and_register(Home(home, Settings()), config, text_model="unused", progress=False)
     out = tmp_path / "retrieval.json"
     result = run_retrieval_benchmark(
         items=2000, dim=16, queries=20, k=5, out=out, seed=0, model_home=home, expansions=(16, 64)

@@ -16,14 +16,16 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from streamrec.config import Settings
 from streamrec.data.synthetic import TOPIC_VOCABULARY, StreamConfig, SyntheticStream, generate
 from streamrec.events import EventSchema
+from streamrec.home import MODELS_DIR, Home
 from streamrec.items import validate_item
 from streamrec.models.sasrec import SASRecConfig
 from streamrec.registry import Registry
 from streamrec.serving.app import create_app
 from streamrec.store import open_store
-from streamrec.training.fit import MODELS_DIR, train_and_register
+from streamrec.training.fit import train_and_register
 
 STREAM = StreamConfig(users=60, items=80, events=2000, seed=5)
 SMALL_MODEL = SASRecConfig(hidden=16, layers=1, max_len=20, epochs=2, batch_size=64)
@@ -44,7 +46,7 @@ def built_home(tmp_path_factory: pytest.TempPathFactory, stream: SyntheticStream
     with open_store(home) as store:
         store.catalog.upsert(validate_item(record) for record in stream.items)
         store.log.append([schema.validate(event) for event in stream.events()])
-        train_and_register(store, home, SMALL_MODEL, text_model=TEXT_MODEL, progress=False)
+    train_and_register(Home(home, Settings()), SMALL_MODEL, text_model=TEXT_MODEL, progress=False)
     return home
 
 
@@ -286,10 +288,9 @@ def test_promote_during_a_burst_of_requests_never_fails_a_request(home: Path) ->
         for thread in threads:
             thread.start()
         try:
-            with open_store(home) as store:
-                candidate = train_and_register(
-                    store, home, SMALL_MODEL, text_model=TEXT_MODEL, promote=False, progress=False
-                )
+            candidate = train_and_register(
+                Home(home, Settings()), SMALL_MODEL, text_model=TEXT_MODEL, promote=False, progress=False
+            )
             assert candidate.version == "v0002"
             promoted = client.post("/admin/promote/v0002", headers=ADMIN)
             promoted_at = time.perf_counter()

@@ -5,16 +5,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamrec.config import Settings
 from streamrec.data.synthetic import StreamConfig, generate
 from streamrec.evaluation.offline import evaluate
 from streamrec.events import EventSchema
+from streamrec.home import MODELS_DIR, TEXT_CACHE_FILE, Home
 from streamrec.items import validate_item
 from streamrec.models.baselines import MostPopular
-from streamrec.models.sasrec import SASRecConfig
+from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.registry import Registry
 from streamrec.serving.runtime import Runtime
 from streamrec.store import open_store
-from streamrec.training.fit import MODELS_DIR, prepare, train_and_register
+from streamrec.training.fit import prepare, train_and_register
 
 HELD_OUT_PER_TOPIC = 3
 SMALL_MODEL = SASRecConfig(hidden=32, layers=1, max_len=30, epochs=12, patience=20, lr=3e-3, batch_size=64)
@@ -34,7 +36,7 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, 
     with open_store(home) as store:
         store.catalog.upsert(validate_item(record) for record in stream.items)
         store.log.append([schema.validate(e) for e in stream.events() if e["item_id"] not in held_out])
-        train_and_register(store, home, SMALL_MODEL, text_model="all-MiniLM-L6-v2", progress=False)
+    train_and_register(Home(home, Settings()), SMALL_MODEL, text_model="all-MiniLM-L6-v2", progress=False)
     return home, truth, held_out
 
 
@@ -48,6 +50,10 @@ def test_registers_a_live_version_with_offset_and_metrics(trained_home: tuple[Pa
         assert version.trained_through_offset == store.log.last_offset()
     assert version.metrics["ndcg@10"] > 0
     assert len(registry.items("v0001")) == 200  # held-out catalogue items are in the vocabulary
+    assert set(version.timings) == {"train_seconds"}  # a fit is timed, never priced
+    # the epochs it ran (all: patience outlasts them) go with it, for an update's budget to count
+    assert SASRec.load(registry.path("v0001")).fit_epochs == SMALL_MODEL.epochs
+    assert (home / TEXT_CACHE_FILE).exists()  # item texts were encoded through the home's cache
 
 
 def test_unseen_items_are_scored_from_text_near_their_topic(

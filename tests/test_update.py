@@ -1,25 +1,40 @@
 """Incremental updates: growing the item table, each strategy's contract, and that updates learn."""
 
+import copy
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from chains import N_ITEMS, TINY, chain_data
+from streamrec.config import UpdateSettings, update_settings_with
 from streamrec.evaluation.offline import evaluate
 from streamrec.models.base import TrainingData
-from streamrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
-from streamrec.training.cost import RefitCost
+from streamrec.models.sasrec import NETWORK_FILE, SASRec, SASRecConfig, SASRecNet
 from streamrec.training.loop import TrainingBatches
-from streamrec.training.update import UpdateConfig, UpdateResult, update
+from streamrec.training.strategies import (
+    UpdateResult,
+    affordable_steps,
+    refit_work,
+    step_work,
+    update,
+    with_replay,
+)
 
 NEW = 5  # items the catalogue gains after the first fit
 ITEM_ROWS = ("id_embedding.weight", "text_embeddings", "id_trained")  # tensors with one row per item
 INCREMENTAL = ("finetune", "replay", "replay-distill", "adapter")
 TEXT = np.random.default_rng(1).normal(size=(N_ITEMS + NEW, 16)).astype(np.float32)
 NEW_EVENT_USERS = 30  # users who touch a new item in the update's data
+
+
+def settings(**options) -> UpdateSettings:
+    """Update settings with no budget unless one is given: then only ``epochs`` bounds an update."""
+    return UpdateSettings(**{"budget": None, **options})
 
 
 def snapshot(model: SASRec) -> dict[str, torch.Tensor]:
@@ -69,7 +84,7 @@ def updates(hybrid: SASRec, new_data: TrainingData) -> dict[str, tuple[UpdateRes
     results = {}
     for strategy in INCREMENTAL:
         before = snapshot(hybrid)
-        config = UpdateConfig(strategy=strategy, epochs=1, replay_users=10)
+        config = settings(strategy=strategy, epochs=1, replay_users=10)
         result = update(hybrid, new_data, config, text_embeddings=TEXT)
         after = snapshot(hybrid)
         unchanged = before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
@@ -158,41 +173,68 @@ def test_update_leaves_the_input_untouched_and_covers_every_item(
     assert scores.shape == (1, new_data.n_items) and np.all(np.isfinite(scores))
     # the new items the update trained on are no longer masked
     assert torch.equal(result.model.net.id_trained[N_ITEMS + 1 :], torch.ones(NEW))
-    assert 0 < result.changed_fraction <= 1
+    assert 0 < result.stats.changed_fraction <= 1
 
 
 def test_finetune_learns_exactly_the_marked_events(updates: dict[str, tuple[UpdateResult, bool]]) -> None:
     result, _ = updates["finetune"]
-    assert result.trained_users == NEW_EVENT_USERS
-    assert result.learned_events == NEW_EVENT_USERS
-    assert result.trainable_fraction == 1.0
+    assert result.stats.trained_users == NEW_EVENT_USERS
+    assert result.stats.learned_events == NEW_EVENT_USERS
+    assert result.stats.trainable_fraction == 1.0
+
+
+def marked(data: TrainingData) -> tuple[int, int]:
+    """Users with a target to learn, and the targets: what an update trains on."""
+    assert data.learn is not None
+    targets = [int(m[1:].sum()) for m in data.learn]
+    return sum(1 for t in targets if t), sum(targets)
 
 
 def test_replay_adds_at_most_replay_users_whole_sequences(
     hybrid: SASRec, new_data: TrainingData, updates: dict[str, tuple[UpdateResult, bool]]
 ) -> None:
     finetune, _ = updates["finetune"]
+    assert with_replay(new_data, settings(strategy="finetune", replay_users=10)) is new_data
+    users, targets = marked(new_data)
+    longest = max(len(s) - 1 for s in new_data.sequences)
     for strategy in ("replay", "replay-distill", "adapter"):
-        replayed, _ = updates[strategy]
-        assert finetune.trained_users <= replayed.trained_users <= finetune.trained_users + 10
-        assert replayed.learned_events > finetune.learned_events
+        train = with_replay(new_data, settings(strategy=strategy, replay_users=10))
+        replayed_users, replayed_targets = marked(train)
+        assert users <= replayed_users <= users + 10
         # a replayed user contributes a whole sequence: at most that many targets each
-        longest = max(len(s) - 1 for s in new_data.sequences)
-        assert replayed.learned_events <= finetune.learned_events + 10 * longest
+        assert targets < replayed_targets <= targets + 10 * longest
+        for old, new in zip(new_data.learn, train.learn, strict=True):
+            assert new.all() or np.array_equal(old, new)  # whole sequences, or the marks as they were
+        # the update trained on exactly that: one epoch of its steps' work, more than finetune's
+        replayed, _ = updates[strategy]
+        assert replayed.stats.work == int(step_work(train, TINY["max_len"], TINY["batch_size"]).sum())
+        assert replayed.stats.work > finetune.stats.work
+        # its stats count the new events it learned, replayed or not
+        assert (replayed.stats.trained_users, replayed.stats.learned_events) == (users, targets)
     none = update(
-        hybrid, new_data, UpdateConfig(strategy="replay", epochs=1, replay_users=0), text_embeddings=TEXT
+        hybrid, new_data, settings(strategy="replay", epochs=1, replay_users=0), text_embeddings=TEXT
     )
-    assert (none.trained_users, none.learned_events) == (finetune.trained_users, finetune.learned_events)
+    assert marked(with_replay(new_data, settings(strategy="replay", replay_users=0))) == (users, targets)
+    assert none.stats.work == finetune.stats.work
+    assert (none.stats.trained_users, none.stats.learned_events) == (
+        finetune.stats.trained_users,
+        finetune.stats.learned_events,
+    )
 
 
 def test_replay_share_replays_that_share_of_past_users(hybrid: SASRec, new_data: TrainingData) -> None:
     # Every user has past events (a new-event user's older ones are unmarked), so all can be drawn.
     users = len(new_data.sequences)
     for share in (0.25, 1.0):
-        config = UpdateConfig(strategy="replay", epochs=1, replay_share=share)
-        trained = update(hybrid, new_data, config, text_embeddings=TEXT).trained_users
+        config = settings(strategy="replay", epochs=1, replay_share=share)
+        train = with_replay(new_data, config)
+        trained, _ = marked(train)
         drawn = round(share * users)
         assert max(NEW_EVENT_USERS, drawn) <= trained <= NEW_EVENT_USERS + drawn
+        again = with_replay(new_data, config).learn  # seeded: the same users every time
+        assert all(np.array_equal(a, b) for a, b in zip(again, train.learn, strict=True))
+        work = update(hybrid, new_data, config, text_embeddings=TEXT).stats.work
+        assert work == int(step_work(train, TINY["max_len"], TINY["batch_size"]).sum())
     assert trained == users  # share 1: everyone
 
 
@@ -216,7 +258,7 @@ def test_adapter_freezes_known_weights_trains_new_rows_and_merges_back(
         assert torch.equal(state[name], old[name]), name
     # the adapted ones changed (merged LoRA deltas)
     assert not torch.equal(state["text_projection.weight"], old["text_projection.weight"])
-    assert 0 < result.trainable_fraction < 0.5
+    assert 0 < result.stats.trainable_fraction < 0.5
     result.model.save(tmp_path / "adapted")
     loaded = SASRec.load(tmp_path / "adapted")
     histories = [np.array([0, 1, 2]), np.array([5, N_ITEMS + 1])]
@@ -225,7 +267,7 @@ def test_adapter_freezes_known_weights_trains_new_rows_and_merges_back(
 
 def test_adapter_trains_new_items_of_an_already_grown_model(hybrid: SASRec, new_data: TrainingData) -> None:
     grown = hybrid.grow(N_ITEMS + NEW, TEXT)
-    result = update(grown, new_data, UpdateConfig(strategy="adapter", epochs=1, replay_users=10))
+    result = update(grown, new_data, settings(strategy="adapter", epochs=1, replay_users=10))
     assert result.model.net is not None and grown.net is not None
     assert not torch.equal(
         result.model.net.id_embedding.weight[N_ITEMS + 1 :], grown.net.id_embedding.weight[N_ITEMS + 1 :]
@@ -265,30 +307,39 @@ def test_a_marked_first_event_alone_gives_no_training_row() -> None:
 
 def test_an_update_with_nothing_marked_changes_nothing(hybrid: SASRec, old_data: TrainingData) -> None:
     nothing = replace(old_data, learn=[np.zeros(len(s), bool) for s in old_data.sequences])
-    result = update(hybrid, nothing, UpdateConfig(strategy="finetune", epochs=1))
-    assert (result.trained_users, result.learned_events, result.changed_fraction) == (0, 0, 0.0)
+    result = update(hybrid, nothing, settings(strategy="finetune", epochs=1))
+    assert (result.stats.trained_users, result.stats.learned_events, result.stats.changed_fraction) == (
+        0,
+        0,
+        0.0,
+    )
     assert_same_state(snapshot(hybrid), snapshot(result.model))
     with pytest.raises(ValueError, match="learn"):
-        update(hybrid, replace(old_data, learn=None), UpdateConfig(strategy="finetune"))
+        update(hybrid, replace(old_data, learn=None), settings(strategy="finetune"))
 
 
 def test_full_refits_from_scratch_over_every_item(
     hybrid: SASRec, new_data: TrainingData, old_data: TrainingData
 ) -> None:
-    result = update(
-        hybrid, new_data, UpdateConfig(strategy="full", full_epochs=1, seed=1), text_embeddings=TEXT
+    result = update(hybrid, new_data, settings(strategy="full", full_epochs=1, seed=1), text_embeddings=TEXT)
+    assert (
+        result.strategy == "full"
+        and result.stats.changed_fraction == 1.0
+        and result.stats.trainable_fraction == 1.0
     )
-    assert result.strategy == "full" and result.changed_fraction == 1.0 and result.trainable_fraction == 1.0
     assert result.model is not hybrid and result.model.n_items == N_ITEMS + NEW
     assert result.model.config.epochs == 1 and result.model.config.seed == 1
-    assert result.learned_events == sum(len(s) - 1 for s in new_data.sequences)
-    assert result.trained_users == len(new_data.sequences)
+    assert result.stats.learned_events == sum(len(s) - 1 for s in new_data.sequences)
+    assert result.stats.trained_users == len(new_data.sequences)
     assert result.model.net is not None and hybrid.net is not None
     # fresh weights, not the old ones fine-tuned
     assert not torch.equal(result.model.net.position_embedding.weight, hybrid.net.position_embedding.weight)
     assert torch.equal(result.model.net.id_trained[1:], torch.ones(N_ITEMS + NEW))
-    with pytest.raises(ValueError):
-        UpdateConfig(strategy="refit")
+    assert result.stats.epochs == 1 and result.stats.steps > 0
+    assert result.stats.work == refit_work(new_data, result.model.config, 1)
+    assert result.model.fit_epochs == 1
+    with pytest.raises(ValidationError):
+        UpdateSettings(strategy="refit")
 
 
 def test_id_only_models_rank_untrained_items_last_text_aware_models_score_them(
@@ -331,7 +382,7 @@ def test_finetune_learns_a_changed_pattern() -> None:
     old = TrainingData([s[~m] for s, m in zip(sequences, learn, strict=True)], N_ITEMS)
     model = SASRec(SASRecConfig(item_tower="id", epochs=10, **TINY)).fit(old, progress=False)
     new = TrainingData([s[:-1] for s in sequences], N_ITEMS, learn=[m[:-1] for m in learn])
-    updated = update(model, new, UpdateConfig(strategy="finetune", epochs=3, lr=5e-3)).model
+    updated = update(model, new, settings(strategy="finetune", epochs=3, lr=5e-3)).model
     histories, targets = [s[:-1] for s in sequences], np.array([s[-1] for s in sequences])
     before = evaluate(model, histories, targets, ks=(10,), unfiltered=False)["ndcg@10"]
     after = evaluate(updated, histories, targets, ks=(10,), unfiltered=False)["ndcg@10"]
@@ -341,7 +392,7 @@ def test_finetune_learns_a_changed_pattern() -> None:
 def test_update_batch_size_overrides_the_models_for_the_update_only(
     hybrid: SASRec, new_data: TrainingData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import streamrec.training.update as update_module
+    import streamrec.training.strategies as update_module
 
     seen: list[int] = []
     real_train_network = update_module.train_network
@@ -352,7 +403,7 @@ def test_update_batch_size_overrides_the_models_for_the_update_only(
 
     monkeypatch.setattr(update_module, "train_network", spy)
     for batch_size in (None, 4):
-        config = UpdateConfig(strategy="finetune", epochs=1, batch_size=batch_size)
+        config = settings(strategy="finetune", epochs=1, batch_size=batch_size)
         result = update(hybrid, new_data, config, text_embeddings=TEXT)
     assert seen == [hybrid.config.batch_size, 4]
     assert result.model.config.batch_size == hybrid.config.batch_size  # the saved config is the model's
@@ -372,15 +423,15 @@ def test_new_item_lr_scale_moves_only_new_rows_faster_and_folds_back(
     still = update(
         hybrid,
         new_data,
-        UpdateConfig(strategy="finetune", epochs=1, lr=0.0, new_item_lr_scale=8.0),
+        settings(strategy="finetune", epochs=1, lr=1e-12, new_item_lr_scale=8.0),
         text_embeddings=TEXT,
     )
     assert still.model.net is not None
-    assert torch.allclose(still.model.net.item_table().detach(), table, atol=1e-6)  # no learning, no change
+    assert torch.allclose(still.model.net.item_table().detach(), table, atol=1e-6)  # ~no learning, no change
     assert bool((still.model.net.id_trained[1 + N_ITEMS :] == 1.0).all())  # the multiplier is folded back
     moved = {}
     for scale in (1.0, 8.0):
-        config = UpdateConfig(strategy="finetune", epochs=2, new_item_lr_scale=scale)
+        config = settings(strategy="finetune", epochs=2, new_item_lr_scale=scale)
         result = update(hybrid, new_data, config, text_embeddings=TEXT)
         moved[scale] = float(new_item_rows(result.model).norm())
     assert moved[8.0] > 3 * moved[1.0] > 0
@@ -397,50 +448,127 @@ def test_new_item_lr_scale_moves_only_new_rows_faster_and_folds_back(
         ({"budget": 0.0}, "budget"),
         ({"budget": 1.5}, "budget"),
         ({"lr_schedule": "linear"}, "lr_schedule"),
+        ({"strategy": "refit"}, "strategy"),
+        ({"lr": 0.0}, "lr"),
+        ({"epochs": 0}, "epochs"),
+        ({"full_epochs": 0}, "full_epochs"),
+        ({"guardrail_epsilon": -1.0}, "guardrail_epsilon"),
+        ({"no_such_setting": 1}, "no_such_setting"),
     ],
 )
-def test_update_config_names_the_bad_field(options: dict, field: str) -> None:
-    with pytest.raises(ValueError, match=f"^{field}:"):
-        UpdateConfig(**options)
+def test_update_settings_name_the_bad_field(options: dict, field: str) -> None:
+    with pytest.raises(ValidationError) as error:
+        UpdateSettings(**options)
+    assert [e["loc"] for e in error.value.errors()] == [(field,)]
+    with pytest.raises(ValueError, match=f"^update settings: {field}:"):
+        update_settings_with(UpdateSettings(), options)
 
 
-def test_a_budget_ends_the_update_at_its_share_of_a_refits_compute_whatever_the_machines_speed(
+def test_update_settings_are_frozen_and_changed_by_copy() -> None:
+    base = UpdateSettings()
+    with pytest.raises(ValidationError):
+        base.epochs = 3  # type: ignore[misc]
+    changed = update_settings_with(base, {"epochs": "3", "budget": None})  # as the toml or --set give them
+    assert (changed.epochs, changed.budget) == (3, None)
+    assert (base.epochs, base.budget) == (20, 0.15)  # the base is untouched; 0.15 of a refit by default
+
+
+def test_step_work_counts_padded_positions_plus_learned_targets() -> None:
+    sequences = [np.arange(5), np.arange(10, 14), np.arange(20, 26), np.array([30])]
+    learn = [
+        np.array([0, 0, 0, 1, 1], bool),  # a row of 4 positions, 2 of them learned
+        np.zeros(4, bool),  # nothing to learn: no row
+        np.array([0, 1, 0, 0, 0, 1], bool),  # 5 positions, 2 learned (the first event predicts nothing)
+        np.ones(1, bool),  # a single event: no row
+    ]
+    data = TrainingData(sequences, 40, learn=learn)
+    # One batch: both rows padded to the longer one's 5 positions, plus 4 learned targets.
+    assert step_work(data, max_len=20, batch_size=32).tolist() == [2 * 5 + 4]
+    assert sorted(step_work(data, max_len=20, batch_size=1).tolist()) == [4 + 2, 5 + 2]
+    assert step_work(data, max_len=3, batch_size=32).tolist() == [2 * 3 + 2 + 1]  # the newest 3 targets only
+    # A refit learns every event of every row (3 rows: 4, 3 and 5 targets), once per epoch.
+    config = SASRecConfig(**{**TINY, "max_len": 20, "batch_size": 32})
+    assert refit_work(data, config, epochs=3) == 3 * (3 * 5 + 4 + 3 + 5)
+    assert affordable_steps(0.5, 100, np.array([10, 30])) == 2  # floor(0.5 × 100 / 20)
+    assert affordable_steps(1e-9, 100, np.array([10, 30])) == 1  # at least one step
+    assert affordable_steps(0.5, 100, np.array([], dtype=np.int64)) == 0  # nothing to learn
+
+
+def test_a_budget_ends_the_update_at_its_counted_share_of_a_refits_work(
     hybrid: SASRec, new_data: TrainingData
 ) -> None:
-    unbounded = update(hybrid, new_data, UpdateConfig(epochs=4, replay_users=10), text_embeddings=TEXT)
-    assert unbounded.epochs == 4 and unbounded.summary()["steps"] == unbounded.steps > 4
-    pace = RefitCost(seconds_per_cell=1e-5, seconds_per_step=1e-3)
-    # A millionth of a 30-epoch refit affords one step, and the update stops there, mid-epoch.
-    tiny = UpdateConfig(epochs=4, replay_users=10, full_epochs=30, budget=1e-6)
-    capped = update(hybrid, new_data, tiny, text_embeddings=TEXT, cost=pace)
-    assert (capped.epochs, capped.steps) == (1, 1)
-    adapter = update(hybrid, new_data, replace(tiny, strategy="adapter"), text_embeddings=TEXT, cost=pace)
-    assert adapter.steps == 1
-    # A share is priced at one pace for the refit and the update alike: a machine ten times
-    # slower takes the same steps; a budget the epochs never reach leaves them the limit.
-    half = replace(tiny, budget=0.05)
-    steps = update(hybrid, new_data, half, text_embeddings=TEXT, cost=pace).steps
-    slower = RefitCost(pace.seconds_per_cell * 10, pace.seconds_per_step * 10)
-    assert update(hybrid, new_data, half, text_embeddings=TEXT, cost=slower).steps == steps
-    assert 1 < steps < unbounded.steps
-    ample = update(hybrid, new_data, replace(tiny, budget=1.0), text_embeddings=TEXT, cost=pace)
-    assert ample.steps == unbounded.steps
-    with pytest.raises(ValueError, match=r"^budget: needs a fit's pace"):
-        update(hybrid, new_data, tiny, text_embeddings=TEXT)
-
-
-def test_a_strategy_whose_steps_cost_more_takes_fewer_of_them_within_the_same_budget(
-    hybrid: SASRec, new_data: TrainingData
-) -> None:
-    plain = (1e-5, 1e-3)
-    half = UpdateConfig(strategy="replay-distill", epochs=4, replay_users=10, full_epochs=30, budget=0.05)
-    unpriced = update(hybrid, new_data, half, text_embeddings=TEXT, cost=RefitCost(*plain)).steps
-    dearer = RefitCost(*plain, strategies={"replay-distill": (2 * plain[0], 2 * plain[1])})
-    steps = update(hybrid, new_data, half, text_embeddings=TEXT, cost=dearer).steps
-    assert 1 <= steps < unpriced and abs(steps - unpriced / 2) <= 1  # twice the price: half the steps
-    # The refit it is a share of stays priced at the plain pace: replay's steps are unchanged.
-    replay = replace(half, strategy="replay")
-    assert (
-        update(hybrid, new_data, replay, text_embeddings=TEXT, cost=dearer).steps
-        == update(hybrid, new_data, replay, text_embeddings=TEXT, cost=RefitCost(*plain)).steps
+    unbounded = update(hybrid, new_data, settings(epochs=4, replay_users=10), text_embeddings=TEXT)
+    assert unbounded.stats.epochs == 4 and unbounded.summary()["steps"] == unbounded.stats.steps > 4
+    # What the budget counts: a refit's work over all the data for the epochs the last fit ran …
+    refit = refit_work(new_data, hybrid.config, hybrid.fit_epochs)
+    assert hybrid.fit_epochs == 2 and refit > 0
+    # … against the steps of the update's own data (the new events and the replayed sequences).
+    per_step = step_work(
+        with_replay(new_data, settings(replay_users=10)), hybrid.config.max_len, hybrid.config.batch_size
     )
+    assert unbounded.stats.work == 4 * int(per_step.sum())  # four whole epochs
+    # A millionth of a refit affords one step, and the update stops there, mid-epoch.
+    tiny = settings(epochs=4, replay_users=10, budget=1e-6)
+    capped = update(hybrid, new_data, tiny, text_embeddings=TEXT)
+    assert (capped.stats.epochs, capped.stats.steps) == (1, 1)
+    adapter = update(hybrid, new_data, tiny.model_copy(update={"strategy": "adapter"}), text_embeddings=TEXT)
+    assert adapter.stats.steps == 1
+    # A share is a count, not a time: floor(budget × refit work / a step's mean work), every time.
+    share = tiny.model_copy(update={"budget": 0.5})
+    steps = update(hybrid, new_data, share, text_embeddings=TEXT).stats.steps
+    assert steps == int(np.floor(0.5 * refit / per_step.mean()))
+    assert 1 < steps < unbounded.stats.steps
+    assert update(hybrid, new_data, share, text_embeddings=TEXT).stats.steps == steps  # deterministic
+    # A larger budget never takes fewer steps; one the epochs never reach leaves them the limit.
+    taken = [
+        update(hybrid, new_data, tiny.model_copy(update={"budget": b}), text_embeddings=TEXT).stats.steps
+        for b in (1e-6, 0.25, 0.5, 0.75, 1.0)
+    ]
+    assert taken == sorted(taken) and taken[2] == steps and taken[-1] == unbounded.stats.steps
+    assert taken[0] < unbounded.stats.steps
+
+
+def test_the_budget_counts_the_same_work_for_every_strategy_and_the_last_fits_epochs(
+    hybrid: SASRec, new_data: TrainingData
+) -> None:
+    """No strategy is priced dearer: the same data and share take the same steps; a longer fit, more."""
+    share = settings(epochs=4, replay_users=10, budget=0.3)
+    steps = {
+        strategy: update(
+            hybrid, new_data, share.model_copy(update={"strategy": strategy}), text_embeddings=TEXT
+        ).stats.steps
+        for strategy in ("replay", "replay-distill", "adapter")
+    }
+    assert len(set(steps.values())) == 1 and steps["replay"] > 1, steps
+    # full_epochs bounds a refit the update might turn into, not the refit the share is of.
+    longer = share.model_copy(update={"full_epochs": 300})
+    assert update(hybrid, new_data, longer, text_embeddings=TEXT).stats.steps == steps["replay"]
+    # A model whose last fit ran twice the epochs affords (about) twice the steps.
+    patient = copy.deepcopy(hybrid)
+    patient.fit_epochs = 2 * hybrid.fit_epochs
+    doubled = update(patient, new_data, share, text_embeddings=TEXT).stats.steps
+    assert abs(doubled - 2 * steps["replay"]) <= 1
+
+
+def test_partial_fit_updates_in_place_and_fit_epochs_is_saved(
+    hybrid: SASRec, new_data: TrainingData, tmp_path: Path
+) -> None:
+    model = copy.deepcopy(hybrid)
+    config = settings(strategy="finetune", epochs=1)
+    assert model.last_update is None
+    assert model.partial_fit(new_data, config, text_embeddings=TEXT) is model
+    assert model.n_items == N_ITEMS + NEW and model.last_update is not None
+    assert model.last_update.learned_events == NEW_EVENT_USERS
+    # update() is partial_fit on a copy: the same settings give the same network
+    copied = update(hybrid, new_data, config, text_embeddings=TEXT)
+    assert copied.stats == model.last_update
+    assert_same_state(snapshot(model), snapshot(copied.model))
+    with pytest.raises(RuntimeError, match="fitted"):
+        SASRec(SASRecConfig(**TINY)).partial_fit(new_data, config)
+    # the epochs the fit ran travel with the saved model (a budget's refit is counted in them)
+    model.save(tmp_path / "saved")
+    assert SASRec.load(tmp_path / "saved").fit_epochs == hybrid.fit_epochs == 2
+    meta = json.loads((tmp_path / "saved" / NETWORK_FILE).read_text())
+    del meta["fit_epochs"]  # a model saved before it was recorded counts its config's epochs
+    (tmp_path / "saved" / NETWORK_FILE).write_text(json.dumps(meta))
+    assert SASRec.load(tmp_path / "saved").fit_epochs == model.config.epochs

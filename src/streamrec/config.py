@@ -1,70 +1,110 @@
-"""A streamrec home directory and its settings.
+"""A home's settings, typed once: read from ``HOME/streamrec.toml`` and ``STREAMREC_*`` variables.
 
-A home holds everything one deployment owns: the store
-(``streamrec.sqlite``), the model registry (``models/``) and an optional
-``streamrec.toml`` whose values override the defaults here.
+Every field has a default; ``streamrec.toml`` overrides them and environment
+variables override both (``STREAMREC_SYNCHRONOUS=NORMAL``; nested fields with a
+double underscore: ``STREAMREC_UPDATE__STRATEGY=finetune``). A wrong type or an
+unknown key is an error naming it.
 
 >>> Settings().event_types[:2]
 ('view', 'click')
+>>> Settings(update={"strategy": "finetune"}).update.budget
+0.15
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamrec.events import DEFAULT_EVENT_TYPES, EventSchema
 
 SETTINGS_FILE = "streamrec.toml"
-LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")  # the training loop's learning-rate schedules
+
+Strategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+LRSchedule = Literal["constant", "cosine"]
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Deployment settings; every field can be set in ``HOME/streamrec.toml``."""
+class UpdateSettings(BaseModel):
+    """How an incremental update learns, when it runs, and how it is judged before it goes live.
+
+    Strategies (each starts from the live model grown to every known item):
+    ``finetune`` learns the new events only; ``replay`` also replays a share of
+    past users' whole sequences; ``replay-distill`` adds a KL term towards the
+    live model; ``adapter`` trains LoRA adapters and new items' rows only;
+    ``full`` refits from scratch.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    strategy: Strategy = "replay"
+    # Passes over the new events and replayed sequences; the budget usually ends an update first.
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    # cosine: decay to 0 by the update's last step (the budget's, if that comes first).
+    lr_schedule: LRSchedule = "cosine"
+    batch_size: int | None = Field(None, ge=1)  # user rows per step; unset: the model's
+    # New items' ID rows start from zero and must catch up within one update: they may learn faster.
+    new_item_lr_scale: float = Field(1.0, gt=0)
+    # Past users an update replays: this share of them, or exactly ``replay_users`` when set.
+    replay_share: float = Field(1 / 3, gt=0, le=1)
+    replay_users: int | None = Field(None, ge=0)
+    distill_weight: float = Field(0.5, ge=0)
+    distill_temperature: float = Field(1.0, gt=0)
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    full_epochs: int = Field(30, ge=1)  # a refit (strategy full, or drift): at most this many epochs
+    # An update may cost at most this share of a refit, counted in positions processed and targets
+    # learned (deterministic, no clock); a refit counts the epochs the last fit ran. None: no cap.
+    budget: float | None = Field(0.15, gt=0, le=1)
+    seed: int = 0
+
+    # When the worker updates: after this many new events, or this long after the last attempt.
+    every_events: int = Field(10_000, ge=1)
+    every_seconds: float = Field(3600.0, gt=0)
+    min_events: int = Field(50, ge=1)  # fewer new events than this: nothing worth an update yet
+    # The guardrail: the newest events an update does not train on, to judge it against the live model.
+    holdout_fraction: float = Field(0.1, gt=0, lt=1)
+    holdout_max_events: int = Field(5000, ge=1)
+    guardrail_epsilon: float = Field(0.002, ge=0)  # promote unless NDCG@10 is worse by more than this
+    # Drift: the live model's NDCG@10 on the holdout below (1 - drift_threshold) × its trailing mean
+    # turns the update into a refit.
+    drift_threshold: float = Field(0.2, gt=0, lt=1)
+    drift_window: int = Field(5, ge=1)
+    drift_min_examples: int = Field(200, ge=1)
+
+
+class Settings(BaseSettings):
+    """Deployment settings of one home."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMREC_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     # Event types accepted besides the defaults (e.g. ["wishlist", "share"]).
     extra_event_types: tuple[str, ...] = ()
     # SQLite durability: FULL syncs every committed batch to disk before acknowledging it.
-    synchronous: str = "FULL"
-    # Events per committed batch when ingesting files.
-    ingest_batch_size: int = 20_000
+    synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    ingest_batch_size: int = Field(20_000, ge=1)  # events per committed batch when ingesting files
+    update: UpdateSettings = UpdateSettings()
+    keep_versions: int = Field(10, ge=1)  # registry retention; live and its rollback target always stay
+    worker_poll_seconds: float = Field(2.0, gt=0)
 
-    # Continual learning (``streamrec update`` / ``worker``).
-    update_strategy: str = "replay"  # finetune | replay | replay-distill | adapter | full
-    update_every_events: int = 10_000  # the worker updates after this many new events …
-    update_every_seconds: float = 3600.0  # … or this long after the last update, whichever comes first
-    update_min_events: int = 50  # fewer new events than this: nothing worth an update yet
-    update_epochs: int = 5
-    update_lr: float = 1e-3
-    update_lr_schedule: str = "cosine"  # cosine: to 0 by the update's end; or constant
-    update_batch_size: int | None = None  # user rows per update step; unset: the model's batch size
-    new_item_lr_scale: float = 1.0  # new items' ID rows learn this many times faster in an update
-    replay_share: float = 1 / 3  # share of past users whose sequences an update replays …
-    replay_users: int | None = None  # … or exactly this many, when set
-    distill_weight: float = 0.5
-    full_refit_epochs: int = 30  # a full refit (drift, or strategy "full"): at most this many epochs
-    # Cap each update at this share of a refit's time (paced by the last timed fit); unset: no cap.
-    update_budget: float | None = None
-    # Guardrail: the newest events an update does not train on, to judge it against the live version.
-    holdout_fraction: float = 0.1
-    holdout_max_events: int = 5000
-    guardrail_epsilon: float = 0.002  # promote unless NDCG@10 is worse than the live version's by more
-    # Drift: the live model's test-then-train NDCG@10 below (1 - drift_threshold) × its trailing mean.
-    drift_threshold: float = 0.2
-    drift_window: int = 5  # updates in the trailing mean
-    drift_min_examples: int = 200  # smaller holdouts are too noisy to call drift on
-    keep_versions: int = 10  # registry retention; the live version and its rollback target always stay
-    worker_poll_seconds: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.update_budget is not None and not 0 < self.update_budget <= 1:
-            raise ValueError(f"update_budget: must be in (0, 1] (got {self.update_budget})")
-        if self.update_lr_schedule not in LR_SCHEDULES:
-            known = ", ".join(LR_SCHEDULES)
-            raise ValueError(f"update_lr_schedule: unknown {self.update_lr_schedule!r} (known: {known})")
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment variables win over what the file gives (passed in as init values)."""
+        return env_settings, init_settings
 
     @property
     def event_types(self) -> tuple[str, ...]:
@@ -74,17 +114,35 @@ class Settings:
         return EventSchema(self.event_types, allow_unknown_fields)
 
 
+def problems(error: ValidationError) -> str:
+    """Each invalid field and what is wrong with it, on one line."""
+    return "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors())
+
+
+def settings_from(values: dict[str, Any], source: str = "settings") -> Settings:
+    """``Settings`` from ``values`` (and the environment); a bad value is a ValueError naming its key."""
+    try:
+        return Settings(**values)
+    except ValidationError as error:
+        raise ValueError(f"{source}: {problems(error)}") from None
+
+
+def update_settings_with(base: UpdateSettings, changes: dict[str, Any]) -> UpdateSettings:
+    """``base`` with ``changes`` applied, validated as streamrec.toml's ``[update]`` is."""
+    try:
+        return UpdateSettings.model_validate({**base.model_dump(), **changes})
+    except ValidationError as error:
+        raise ValueError(f"update settings: {problems(error)}") from None
+
+
 def load_settings(home: str | Path) -> Settings:
-    """Read ``HOME/streamrec.toml`` if present; unknown keys are an error naming the key."""
+    """``HOME/streamrec.toml`` (if present) over the defaults, environment variables over both."""
     path = Path(home) / SETTINGS_FILE
     if not path.exists():
-        return Settings()
+        return settings_from({})
     with path.open("rb") as handle:
-        raw: dict[str, Any] = tomllib.load(handle)
-    known = {f.name for f in fields(Settings)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    if "extra_event_types" in raw:
-        raw["extra_event_types"] = tuple(raw["extra_event_types"])
-    return Settings(**raw)
+        try:
+            raw = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path}: not valid TOML ({error})") from None
+    return settings_from(raw, str(path))

@@ -23,12 +23,12 @@ from streamrec.bench.report import save_bar_plot, write_result
 from streamrec.data import BENCHMARK_DATASETS, open_dataset, open_named_dataset
 from streamrec.events import EventSchema
 from streamrec.ingest import ingest_dataset
+from streamrec.models.baselines import BASELINES
 from streamrec.models.sasrec import SASRecConfig
 from streamrec.store import open_store
 
 METRICS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr@10", "coverage@10")
 SASREC_MODELS = {"sasrec-hybrid": "hybrid", "sasrec-id": "id", "sasrec-text": "text"}
-BASELINES = ("mostpop", "recentpop", "itemknn")
 DEFAULT_MODELS = ("sasrec-hybrid", "sasrec-id", "mostpop", "recentpop", "itemknn")
 PROTOCOL = (
     "leave-one-out by time (last item test, second-to-last validation), full ranking over all items,"
@@ -40,12 +40,6 @@ PROTOCOL = (
 def default_text_cache() -> Path:
     root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return root / "streamrec" / "text-cache.sqlite"
-
-
-def _make_baseline(name: str):
-    from streamrec.models.baselines import ItemKNN, MostPopular, RecentPopular
-
-    return {"mostpop": MostPopular, "recentpop": RecentPopular, "itemknn": ItemKNN}[name]()
 
 
 def _run_model(store_path: str, name: str, config: SASRecConfig, text_model: str, progress: bool) -> dict:
@@ -75,7 +69,7 @@ def _run_model(store_path: str, name: str, config: SASRecConfig, text_model: str
         extra.update(epochs=log.epochs, best_epoch=log.best_epoch, stopped_by=log.stopped_by)
         extra["valid_ndcg@10"] = round(log.best_valid_ndcg, 4)
     else:
-        model = _make_baseline(name).fit(split.train)
+        model = BASELINES[name]().fit(split.train)
     train_seconds = time.perf_counter() - started
     metrics = evaluate(model, split.test_histories, split.test_targets)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

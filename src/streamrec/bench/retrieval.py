@@ -175,14 +175,13 @@ def quantization_benchmark(
     import torch
 
     from streamrec.evaluation.offline import evaluate
+    from streamrec.home import Home
     from streamrec.models.quantize import quantize_dynamic_int8
     from streamrec.models.sasrec import SASRec, right_pad
-    from streamrec.registry import Registry
-    from streamrec.training.fit import MODELS_DIR
 
-    if not (home / MODELS_DIR).exists():
+    if not Home.open(home).has_registry():
         raise FileNotFoundError(f"no model in {home}: run `streamrec train --home {home}` first")
-    registry = Registry(home / MODELS_DIR)
+    registry = Home.open(home).registry
     version = registry.live()
     if version is None:
         raise LookupError(f"{home} has no live model version")

@@ -45,9 +45,8 @@ import httpx
 import numpy as np
 
 from streamrec.bench.report import write_result
-from streamrec.registry import Registry
+from streamrec.home import Home
 from streamrec.store import open_store
-from streamrec.training.fit import MODELS_DIR
 
 K = 10
 STARTUP_SECONDS = 180.0  # model load + catalogue embeddings on a cold server
@@ -98,7 +97,7 @@ def _check_home(home: Path) -> None:
     """Fail before any process starts, with a message the CLI can print as is."""
     if not home.exists():
         raise ValueError(f"no streamrec home at {home} (run `streamrec ingest` first)")
-    if not (home / MODELS_DIR).exists() or Registry(home / MODELS_DIR).live() is None:
+    if not Home.open(home).has_registry() or Home.open(home).registry.live() is None:
         raise ValueError(f"no live model in {home}: run `streamrec train --home {home}` first")
 
 

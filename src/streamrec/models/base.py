@@ -36,6 +36,16 @@ class TrainingData:
         """The same data minus the last ``drops[u]`` events of each user ``u`` (held out)."""
         return self._per_user(lambda arrays: [a[: len(a) - d] for a, d in zip(arrays, drops, strict=True)])
 
+    def masked(self, keep: Sequence[np.ndarray]) -> TrainingData:
+        """Each user's events where ``keep[u]`` is true (every user keeps their index)."""
+        return self._per_user(lambda arrays: [a[k] for a, k in zip(arrays, keep, strict=True)])
+
+    def learned_only(self) -> TrainingData:
+        """Only the events ``learn`` marks, each user still at their index (all events without it)."""
+        if self.learn is None:
+            return self
+        return replace(self.masked(self.learn), learn=None)
+
     def of_users(self, users: Sequence[int]) -> TrainingData:
         """The same data for these ``users`` only, in this order."""
         return self._per_user(lambda arrays: [arrays[u] for u in users])
@@ -57,13 +67,25 @@ class TrainingData:
 
 
 class Recommender(ABC):
-    """Base class: subclasses implement ``fit`` and ``score``; ``recommend`` comes free."""
+    """Base class: subclasses implement ``fit``, ``partial_fit`` and ``score``; ``recommend`` comes free.
+
+    ``fit`` learns from scratch; ``partial_fit`` learns the events ``data.learn``
+    marks (every event when it is None), each user at the same index as before,
+    reading the rest as context. Both return ``self``, as in scikit-learn.
+    """
 
     n_items: int = 0
 
     @abstractmethod
     def fit(self, data: TrainingData) -> Recommender:
         """Learn from scratch on ``data``; returns ``self``."""
+
+    @abstractmethod
+    def partial_fit(self, data: TrainingData) -> Recommender:
+        """Learn the new events ``data.learn`` marks, keeping what was learned before; returns ``self``."""
+
+    def add_items(self, n_items: int) -> None:  # noqa: B027 (a hook: most models need nothing)
+        """The catalogue now holds ``n_items`` items; a model that can score unseen ones grows to them."""
 
     @abstractmethod
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:

@@ -4,9 +4,10 @@ They are the floor: a sequential model that does not clearly beat them has not
 learnt anything worth its cost. All three are numpy/scipy only, vectorised, fit
 in seconds on ML-1M and learn incrementally with ``partial_fit``.
 
-``partial_fit`` takes a :class:`TrainingData` holding only the *new* events of
-each user, aligned by list index with the users seen before (index ``u`` is the
-same user in every call; extra entries are new users). ``n_items`` may grow.
+``partial_fit`` learns the events ``TrainingData.learn`` marks (or every event
+of the data when it marks none), each user aligned by list index with the users
+seen before (index ``u`` is the same user in every call; extra entries are new
+users). ``n_items`` may grow.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class MostPopular(Recommender):
 
     def partial_fit(self, data: TrainingData) -> MostPopular:
         """Adds the counts of the new events in ``data``."""
+        data = data.learned_only()
         self.n_items = max(self.n_items, data.n_items)
         self.counts = _grow(self.counts, self.n_items) + _item_counts(data.sequences, self.n_items)
         return self
@@ -149,6 +151,7 @@ class RecentPopular(Recommender):
 
     def partial_fit(self, data: TrainingData) -> RecentPopular:
         """Adds new events and recounts the window (timed or not, as in the first fit)."""
+        data = data.learned_only()
         timed = data.timestamps is not None
         if self.timed is None:
             self.timed = timed
@@ -255,6 +258,7 @@ class ItemKNN(Recommender):
 
     def partial_fit(self, data: TrainingData) -> ItemKNN:
         """Adds the new events' counts and co-occurrences, then rebuilds the similarity."""
+        data = data.learned_only()
         n = max(self.n_items, data.n_items)
         new_counts = _item_counts(data.sequences, n)
         if n > self.n_items:
@@ -325,3 +329,11 @@ class ItemKNN(Recommender):
         scores = np.asarray((history @ self.similarity).toarray(), dtype=np.float32)
         scores += self._popularity
         return scores
+
+
+# Every baseline by the name benchmarks and results use.
+BASELINES: dict[str, type[Recommender]] = {
+    "mostpop": MostPopular,
+    "recentpop": RecentPopular,
+    "itemknn": ItemKNN,
+}

@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from streamrec.events import EventSchema, EventValidationError
+from streamrec.home import UpdateInProgress
 from streamrec.items import validate_item
 from streamrec.serving.metrics import ServingMetrics
 from streamrec.serving.runtime import Runtime
@@ -36,7 +37,6 @@ from streamrec.serving.schemas import (
     SimilarItems,
     UpdateJob,
 )
-from streamrec.training.continual import UpdateInProgress
 
 API_KEY_ENV = "STREAMREC_API_KEY"
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's admin API key")

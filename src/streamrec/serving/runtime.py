@@ -34,14 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamrec.home import Home
 from streamrec.items import Item
 from streamrec.models.base import top_k
-from streamrec.models.sasrec import SASRec, SASRecNet, right_pad
+from streamrec.models.sasrec import SASRec
 from streamrec.registry import Registry, VersionInfo
 from streamrec.serving.retrieval import Retriever, make_retriever
-from streamrec.store import Store, open_store
+from streamrec.store import Store
 from streamrec.text import DEFAULT_TEXT_MODEL, TextEncoder
-from streamrec.training.fit import MODELS_DIR, text_encoder_for
 
 TRENDING_WINDOW = 50_000  # newest events that define "trending"
 SEARCH_CANDIDATES = 100  # items retrieved by text similarity before personal re-ranking
@@ -87,26 +87,12 @@ class LoadedVersion:
     @property
     def uses_text(self) -> bool:
         """Whether the model can score items from text alone (``text`` / ``hybrid`` towers)."""
-        return self.model.net is not None and self.model.net.text_projection is not None
+        return self.model.uses_text
 
 
 def text_model_of(info: VersionInfo) -> str:
     """The text model a version was trained with (the default, for search, for ID-only versions)."""
     return info.text_model or DEFAULT_TEXT_MODEL
-
-
-@torch.no_grad()
-def _text_rows(net: SASRecNet, codes: Sequence[int | None], text: np.ndarray) -> torch.Tensor:
-    """Scoring-table rows from text: the text projection, plus the trained ID row where one exists."""
-    assert net.text_projection is not None
-    device = net.text_projection.weight.device
-    rows = net.text_projection(torch.as_tensor(text, dtype=torch.float32, device=device))
-    trained = [(j, c) for j, c in enumerate(codes) if c is not None and c < net.n_items]
-    if net.id_embedding is not None and trained:
-        where = torch.tensor([j for j, _ in trained], device=device)
-        ids = torch.tensor([c + 1 for _, c in trained], device=device)
-        rows[where] += net.id_embedding.weight[ids] * net.id_trained[ids, None]
-    return rows
 
 
 def _rank_normalised(scores: np.ndarray) -> np.ndarray:
@@ -132,9 +118,10 @@ class Runtime:
     @classmethod
     def open(cls, home: str | Path) -> Runtime:
         home = Path(home)
-        if not (home / MODELS_DIR).exists():
+        opened = Home.open(home)
+        if not opened.has_registry():
             raise FileNotFoundError(f"no model in {home}: run `streamrec train --home {home}` first")
-        return cls(open_store(home), Registry(home / MODELS_DIR))
+        return cls(opened.open_store(), opened.registry)
 
     @property
     def home(self) -> Path:
@@ -153,9 +140,7 @@ class Runtime:
         info = self.registry.get(version)
         items = self.registry.items(version)
         model = SASRec.load(self.registry.path(version))
-        assert model.net is not None
-        with torch.no_grad():
-            table = model.net.item_table().detach()
+        table = model.item_table()
         text_model = text_model_of(info)
         current: LoadedVersion | None = getattr(self, "loaded", None)
         search = current.search if current is not None and not fresh_search else None
@@ -198,10 +183,10 @@ class Runtime:
         Items outside the vocabulary are appended. Id-only models, and text models whose
         embedding width differs from the search index's, are returned unchanged.
         """
-        net, search = loaded.model.net, loaded.search
-        if not item_ids or net is None or search is None or net.text_projection is None:
+        model, search = loaded.model, loaded.search
+        if not item_ids or search is None or not model.uses_text:
             return loaded
-        if search.matrix.shape[1] != net.text_projection.in_features:
+        if search.matrix.shape[1] != model.text_dim:
             log.warning("search embeddings do not fit %s's text projection: new items wait", loaded.version)
             return loaded
         items, index = list(loaded.items), dict(loaded.index)
@@ -211,7 +196,7 @@ class Runtime:
                 items.append(item)
         codes = [index[item] for item in item_ids]
         text = search.matrix[[search.rows[item] for item in item_ids]]
-        rows = _text_rows(net, [c if c < net.n_items else None for c in codes], text)
+        rows = model.items_from_text(text, [c if c < model.n_items else None for c in codes])
         assert loaded.table is not None
         table = loaded.table
         if len(items) + 1 > table.shape[0]:
@@ -283,7 +268,7 @@ class Runtime:
         """One encoder per text model, with the home's embedding cache for item texts."""
         encoder = self._encoders.get(text_model)
         if encoder is None:
-            encoder = self._encoders[text_model] = text_encoder_for(self.home, text_model)
+            encoder = self._encoders[text_model] = Home.open(self.home).text_encoder(text_model)
         return encoder
 
     def encode_items(self, text_model: str, texts: Sequence[str]) -> np.ndarray:
@@ -348,13 +333,7 @@ class Runtime:
     @torch.no_grad()
     def _state(loaded: LoadedVersion, history: np.ndarray) -> torch.Tensor:
         """The model's hidden state ``[1, hidden]`` after ``history`` (item codes)."""
-        net, table = loaded.model.net, loaded.table
-        assert net is not None and table is not None
-        items, lengths = right_pad([history], loaded.model.config.max_len)
-        device = table.device
-        return net.last_hidden(
-            torch.from_numpy(items).to(device), torch.from_numpy(lengths).to(device), table
-        )
+        return loaded.model.user_states([history], loaded.table)
 
     @classmethod
     def _scores(cls, loaded: LoadedVersion, history: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamrec.training.continual import UpdateInProgress, update_lock
+from streamrec.home import Home, UpdateInProgress
 
 LOG_FILE = "update.log"
 WORKER_LOG_FILE = "worker.log"
@@ -40,7 +40,7 @@ class UpdateJobs:
         with self._lock:
             if self._process is not None and self._process.poll() is None:
                 raise UpdateInProgress(f"update (pid {self._process.pid}) is still running")
-            with update_lock(self.home):  # raises if the worker or a CLI update holds it
+            with Home.open(self.home).update_lock():  # raises if the worker or a CLI update holds it
                 pass
             arguments = ["update", "--home", str(self.home), "--json", "--quiet"]
             if strategy:

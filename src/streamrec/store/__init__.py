@@ -56,7 +56,20 @@ class Store:
         self.close()
 
 
-def open_store(home: str | Path, *, synchronous: str = "FULL") -> Store:
-    """Open (creating if needed) the SQLite store in ``home``."""
-    database = SQLiteDatabase(Path(home) / DATABASE_FILE, synchronous=synchronous)
+def open_store(location: str | Path, *, synchronous: str = "FULL") -> Store:
+    """Open (creating if needed) the store at ``location``: a home folder, or a URL.
+
+    URLs name the backend, as SQLAlchemy spells them: ``sqlite:///relative/file.sqlite``,
+    ``sqlite:////absolute/file.sqlite`` (the only backend so far); a folder holds
+    ``streamrec.sqlite``.
+    """
+    text = str(location)
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        path = Path(text) / DATABASE_FILE
+    elif scheme == "sqlite" and rest.startswith("/"):
+        path = Path(rest[1:])
+    else:
+        raise ValueError(f"store: unsupported URL {text!r} (known: sqlite:///PATH, or a home folder)")
+    database = SQLiteDatabase(path, synchronous=synchronous)
     return Store(SQLiteEventLog(database), SQLiteCatalog(database), database)

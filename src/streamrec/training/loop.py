@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from streamrec.models.base import TrainingData
-from streamrec.models.sasrec import SASRecConfig, SASRecNet
+from streamrec.models.sasrec_net import SASRecConfig, SASRecNet
 from streamrec.training.losses import distillation_loss, full_softmax_loss, matmul_dtype
 
 
@@ -323,55 +322,3 @@ def train_network(
     if steps == total_steps < planned:
         log.stopped_by = "step budget"
     return log
-
-
-def step_seconds(
-    steps: dict[str, tuple[SASRecNet, Distillation | None]],
-    data: TrainingData,
-    config: SASRecConfig,
-    sizes: tuple[int, ...],
-    width: int,
-    repeats: int = 9,
-    context_kinds: tuple[str, ...] = (),
-) -> dict[str, list[float]]:
-    """Median seconds of each kind of training step in ``steps``, at each of ``sizes`` rows.
-
-    A kind is a network (trained on a copy, with its own optimiser over what it lets
-    learn) and an optional distillation term. Rows are real training rows at least
-    ``width`` long (drawn with replacement) cut to ``width``; they learn every
-    position, except in ``context_kinds``, whose rows learn only their last and read
-    the rest as context. Kinds and sizes take turns, so a machine that slows down
-    meanwhile slows them all alike.
-    """
-    lengths, _ = row_targets(data, config.max_len)
-    long_enough = [u for u, n in zip(training_rows(data, config.max_len), lengths, strict=True) if n >= width]
-    if not long_enough:
-        raise ValueError(f"no training row is {width} positions long")
-    rng = np.random.default_rng(config.seed)
-    # Rows for a few batches are enough: the timed steps draw from these, not from the whole log.
-    pool = rng.choice(long_enough, size=min(len(long_enough), 4 * max(sizes)), replace=False)
-    batches = TrainingBatches.from_data(data.of_users(pool.tolist()), config)
-    first_net, _ = next(iter(steps.values()))
-    device = next(first_net.parameters()).device  # every kind's network is on the same device
-    probes = {}
-    for kind, (net, distillation) in steps.items():
-        probe = copy.deepcopy(net).train()
-        trainable = [p for p in probe.parameters() if p.requires_grad]
-        probes[kind] = (probe, torch.optim.AdamW(trainable, lr=config.lr), distillation)
-    log_q = popularity_log_q(data, device) if config.loss == "sampled" else None
-    low_precision = matmul_dtype(config.matmul_dtype, device)
-    times: dict[str, list[list[float]]] = {kind: [[] for _ in sizes] for kind in steps}
-    for _ in range(repeats + 1):  # the first round also warms up, and is not counted
-        for kind, (probe, optimizer, distillation) in probes.items():
-            for timed, size in zip(times[kind], sizes, strict=True):
-                batch = batches.batch(rng.choice(len(pool), size), width, device)
-                if kind in context_kinds:
-                    batch["weights"][:, :-1] = 0
-                started = time.perf_counter()
-                loss, _ = sequence_loss(probe, batch, config, log_q, None, low_precision, distillation)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                float(loss.detach())  # waits for an accelerator to finish the step
-                timed.append(time.perf_counter() - started)
-    return {kind: [statistics.median(t[1:]) for t in per_size] for kind, per_size in times.items()}

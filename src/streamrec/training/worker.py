@@ -1,9 +1,9 @@
 """The background worker: updates the live model as events arrive.
 
 It polls the log and runs :func:`~streamrec.training.continual.run_update`
-after ``update_every_events`` new events or ``update_every_seconds`` since the
+after ``update.every_events`` new events or ``update.every_seconds`` since the
 last attempt, whichever comes first (the latter only once at least
-``update_min_events`` have arrived). Drift is checked inside every update.
+``update.min_events`` have arrived). Drift is checked inside every update.
 After a rejected candidate it waits for a fresh trigger instead of retrying
 the same events at once.
 """
@@ -14,13 +14,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from streamrec.config import Settings
-from streamrec.registry import Registry
-from streamrec.store import open_store
-from streamrec.training.continual import UpdateInProgress, UpdateOutcome, run_update
-from streamrec.training.fit import MODELS_DIR
+from streamrec.config import UpdateSettings
+from streamrec.home import Home, UpdateInProgress
+from streamrec.training.continual import UpdateOutcome, run_update
 
 log = logging.getLogger("streamrec.worker")
 
@@ -36,15 +33,15 @@ class Trigger:
     last_attempt_time: float = 0.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Trigger:
-        return cls(settings.update_every_events, settings.update_every_seconds, settings.update_min_events)
+    def from_settings(cls, settings: UpdateSettings) -> Trigger:
+        return cls(settings.every_events, settings.every_seconds, settings.min_events)
 
     def due(self, live_offset: int, last_offset: int, now: float) -> str | None:
         """Why an update is due now, or None."""
         since = max(live_offset, self.last_attempt_offset)
         new = last_offset - since
         if new >= self.every_events:
-            return f"{new} new events (update_every_events {self.every_events})"
+            return f"{new} new events (update.every_events {self.every_events})"
         waited = now - max(self.last_attempt_time, 0.0)
         if new >= self.min_events and waited >= self.every_seconds:
             return f"{new} new events and {waited:.0f} s since the last update"
@@ -55,8 +52,7 @@ class Trigger:
 
 
 def run_worker(
-    home: Path,
-    settings: Settings,
+    home: Home,
     *,
     stop: threading.Event | None = None,
     once: bool = False,
@@ -64,18 +60,18 @@ def run_worker(
 ) -> list[UpdateOutcome]:
     """Poll and update until ``stop`` is set (or after the first update with ``once``)."""
     stop = stop or threading.Event()
-    registry = Registry(Path(home) / MODELS_DIR)
-    trigger = Trigger.from_settings(settings)
+    registry = home.registry
+    trigger = Trigger.from_settings(home.settings.update)
     trigger.last_attempt_time = time.time()
     live = registry.live()
     if live is not None:
         trigger.last_attempt_time = registry.get(live).created_at
     outcomes: list[UpdateOutcome] = []
-    with open_store(home, synchronous=settings.synchronous) as store:
+    with home.open_store() as store:
         while not stop.is_set():
             live = registry.live()
             if live is None and once:
-                raise LookupError(f"no live model in {home}: run `streamrec train` first")
+                raise LookupError(f"no live model in {home.path}: run `streamrec train` first")
             if live is not None:
                 last = store.log.last_offset()
                 reason = trigger.due(registry.get(live).trained_through_offset, last, time.time())
@@ -83,7 +79,7 @@ def run_worker(
                     log.info("update: %s", reason or "requested")
                     trigger.attempted(last, time.time())
                     try:
-                        outcome = run_update(store, home, settings, strategy=strategy, progress=False)
+                        outcome = run_update(home, strategy=strategy, progress=False)
                     except UpdateInProgress as error:
                         log.info("%s; waiting", error)
                     else:
@@ -91,5 +87,5 @@ def run_worker(
                         log.info("%s %s", outcome.version.version if outcome.version else "-", outcome.reason)
                     if once:
                         break
-            stop.wait(settings.worker_poll_seconds)
+            stop.wait(home.settings.worker_poll_seconds)
     return outcomes

@@ -1,0 +1,5 @@
+"""``python -m streamrec.cli``: how the server starts its update and worker children."""
+
+from streamrec.cli import main
+
+raise SystemExit(main())

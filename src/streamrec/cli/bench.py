@@ -1,0 +1,169 @@
+"""``bench …``: benchmarks that write JSON results, Markdown tables and plots."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from streamrec.cli.common import home_option, model_config, model_options, print_json, the_command
+
+
+def ingest(args: argparse.Namespace) -> None:
+    from streamrec.bench.ingest import run_ingest_benchmark
+
+    result = run_ingest_benchmark(events=args.events, repeats=args.repeats, out=args.out, seed=args.seed)
+    print_json(result["summary"])
+
+
+def offline(args: argparse.Namespace) -> None:
+    from streamrec.bench.offline import run_offline_benchmark
+
+    run_offline_benchmark(
+        dataset=args.dataset,
+        data=args.data,
+        out=args.out,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        config=model_config(args),
+        text_model=args.text_model,
+        progress=not args.quiet,
+        command=the_command(),
+    )
+    print(args.out.with_suffix(".md").read_text())
+
+
+def serve(args: argparse.Namespace) -> None:
+    from streamrec.bench.serve import run_serve_benchmark
+
+    result = run_serve_benchmark(
+        args.home,
+        duration=args.duration,
+        concurrency=args.concurrency,
+        out=args.out,
+        port=args.port,
+        event_batch=args.event_batch,
+        seed=args.seed,
+        freshness_probes=args.freshness_probes,
+        in_place=args.in_place,
+        command=the_command(),
+    )
+    keys = ("recommend", "events", "freshness_ms_p50", "freshness_ms_p95", "client_cpu_note")
+    print_json({key: result.get(key) for key in keys})
+
+
+def stream(args: argparse.Namespace) -> None:
+    from streamrec.bench.stream import run_stream_benchmark
+    from streamrec.cli.common import update_settings
+    from streamrec.config import UpdateSettings
+
+    result = run_stream_benchmark(
+        dataset=args.dataset,
+        data=args.data,
+        out=args.out,
+        periods=args.periods,
+        strategies=tuple(s.strip() for s in args.strategies.split(",") if s.strip()),
+        config=model_config(args),
+        update=update_settings(args, UpdateSettings()),
+        eval_limit=args.eval_limit or None,
+        text_model=args.text_model,
+        progress=not args.quiet,
+        command=the_command(),
+    )
+    keys = ("ndcg@10_mean", "ndcg_vs_full", "cold_hr@10_mean", "update_seconds_median", "cost_vs_full")
+    print_json({name: {k: v.get(k) for k in keys} for name, v in result["strategies"].items()})
+
+
+def retrieval(args: argparse.Namespace) -> None:
+    from streamrec.bench.retrieval import run_retrieval_benchmark
+
+    run_retrieval_benchmark(
+        items=args.items,
+        dim=args.dim,
+        queries=args.queries,
+        k=args.k,
+        out=args.out,
+        seed=args.seed,
+        model_home=args.home,
+        expansions=tuple(int(e) for e in args.expansions.split(",")),
+        connectivity=args.connectivity,
+        eval_users=args.eval_users or None,
+        command=the_command(),
+    )
+    print(args.out.with_suffix(".md").read_text())
+
+
+def add_commands(command) -> None:
+    from streamrec.bench.stream import DEFAULT_STRATEGIES
+    from streamrec.cli.common import update_options
+
+    bench = command("bench", None, "Benchmarks that write JSON results and plots.")
+    benches = bench.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+
+    def benchmark(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = benches.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    speed = benchmark("ingest", ingest, "Append and validate-and-append throughput on synthetic events.")
+    speed.add_argument("--events", type=int, default=1_000_000)
+    speed.add_argument("--repeats", type=int, default=3)
+    speed.add_argument("--seed", type=int, default=7)
+    speed.add_argument("--out", type=Path, default=Path("results/ingest.json"))
+
+    loo = benchmark("offline", offline, "Leave-one-out full-ranking benchmark of every model.")
+    loo.add_argument(
+        "--dataset", required=True, help="ml-1m, ml-1m-ts, ml-100k, beauty, or any name for --data"
+    )
+    loo.add_argument("--data", type=Path, required=True, help="the dataset folder (or a simulate folder)")
+    loo.add_argument("--out", type=Path, required=True, help="result JSON (a .md table and .png beside it)")
+    loo.add_argument("--models", default="sasrec-hybrid,sasrec-id,mostpop,recentpop,itemknn")
+    loo.add_argument("--quiet", action="store_true")
+    model_options(loo)
+
+    http = benchmark("serve", serve, "HTTP throughput, latency and freshness against a live server.")
+    home_option(http)
+    http.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
+    http.add_argument("--concurrency", type=int, default=16)
+    http.add_argument("--event-batch", type=int, default=500)
+    http.add_argument("--freshness-probes", type=int, default=50)
+    http.add_argument("--port", type=int, help="default: a free loopback port")
+    http.add_argument("--seed", type=int, default=0)
+    http.add_argument(
+        "--in-place", action="store_true", help="run on HOME itself (its log gets the synthetic events)"
+    )
+    http.add_argument("--out", type=Path, default=Path("results/serve.json"))
+
+    prequential = benchmark(
+        "stream", stream, "Prequential (test-then-train) benchmark of the shipped update."
+    )
+    prequential.add_argument(
+        "--dataset", required=True, help="ml-1m-ts, ml-100k, or any name for a simulate --data"
+    )
+    prequential.add_argument(
+        "--data", type=Path, required=True, help="the dataset folder (or a simulate folder)"
+    )
+    prequential.add_argument("--periods", type=int, default=10)
+    prequential.add_argument(
+        "--strategies",
+        default=",".join(DEFAULT_STRATEGIES),
+        help="comma-separated: static, full, the incremental strategies, mostpop, recentpop, itemknn;"
+        " NAME:id / NAME:text picks another item tower (e.g. replay:id)",
+    )
+    prequential.add_argument(
+        "--eval-limit", type=int, default=10_000, help="events scored per period, a uniform sample (0: all)"
+    )
+    prequential.add_argument("--out", type=Path, required=True, help="result JSON (a .md and .png beside it)")
+    prequential.add_argument("--quiet", action="store_true")
+    model_options(prequential)
+    update_options(prequential)
+
+    ann = benchmark("retrieval", retrieval, "ANN recall/latency vs exact, and int8 vs float32 scoring.")
+    ann.add_argument("--items", type=int, default=200_000)
+    ann.add_argument("--dim", type=int, default=64)
+    ann.add_argument("--queries", type=int, default=1000)
+    ann.add_argument("-k", type=int, default=10)
+    ann.add_argument("--seed", type=int, default=7)
+    ann.add_argument("--out", type=Path, default=Path("results/retrieval.json"))
+    ann.add_argument("--home", type=Path, help="a home with a live model: also compare int8 with float32")
+    ann.add_argument("--expansions", default="16,32,64,128,256", help="usearch expansion_search values")
+    ann.add_argument("--connectivity", type=int, default=16)
+    ann.add_argument("--eval-users", type=int, default=20_000, help="0: all users")

@@ -1,0 +1,119 @@
+"""What the sub-commands share: the home option, JSON output, and the model's options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, get_args
+
+from streamrec.config import STRATEGIES, LRSchedule, UpdateSettings, update_settings_with
+from streamrec.home import Home
+from streamrec.models.sasrec import SASRecConfig
+
+DEFAULT_HOME = Path("./recs")
+
+
+class CommandError(Exception):
+    """A problem the user can fix; printed as ``error: …`` with exit code ``code``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def print_json(payload: object) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+def the_command() -> str:
+    """How this process was started, as results record it."""
+    return "streamrec " + " ".join(sys.argv[1:])
+
+
+def home_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--home", type=Path, default=DEFAULT_HOME, help="streamrec home directory (default ./recs)"
+    )
+
+
+def existing_home(path: Path) -> Home:
+    """The home at ``path`` with its settings; an error if there is none yet."""
+    if not Path(path).exists():
+        raise CommandError(f"no streamrec home at {path} (run `streamrec ingest` first)")
+    return Home.open(path)
+
+
+def model_options(sub: argparse.ArgumentParser) -> None:
+    """The SASRec settings, defaulting to :class:`SASRecConfig`'s."""
+    defaults = SASRecConfig()
+    group = sub.add_argument_group("model")
+    group.add_argument("--hidden", type=int, default=defaults.hidden, help="embedding width")
+    group.add_argument("--layers", type=int, default=defaults.layers, help="transformer blocks")
+    group.add_argument("--heads", type=int, default=defaults.heads, help="attention heads")
+    group.add_argument("--max-len", type=int, default=defaults.max_len, help="most recent items read")
+    group.add_argument("--dropout", type=float, default=defaults.dropout)
+    group.add_argument(
+        "--id-dropout", type=float, default=defaults.id_dropout, help="hybrid: chance to hide an ID row"
+    )
+    group.add_argument("--lr", type=float, default=defaults.lr)
+    group.add_argument("--lr-schedule", choices=get_args(LRSchedule), default=defaults.lr_schedule)
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    group.add_argument("--epochs", type=int, default=defaults.epochs, help="at most this many epochs")
+    group.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping epochs")
+    group.add_argument("--max-minutes", type=float, help="wall-clock budget per model; best epoch kept")
+    group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA when available)")
+    group.add_argument("--text-model", default="all-MiniLM-L6-v2", help="sentence-transformers name or path")
+    group.add_argument("--item-tower", choices=["hybrid", "id", "text"], default=defaults.item_tower)
+
+
+def model_config(args: argparse.Namespace) -> SASRecConfig:
+    return SASRecConfig(
+        item_tower=args.item_tower,
+        hidden=args.hidden,
+        layers=args.layers,
+        heads=args.heads,
+        max_len=args.max_len,
+        dropout=args.dropout,
+        id_dropout=args.id_dropout,
+        lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        patience=args.patience,
+        max_minutes=args.max_minutes,
+        seed=args.seed,
+        device=args.device,
+    )
+
+
+def update_options(sub: argparse.ArgumentParser) -> None:
+    """Overrides of the home's update settings (``[update]`` in streamrec.toml) for one run."""
+    group = sub.add_argument_group("update (overrides [update] in streamrec.toml)")
+    group.add_argument("--strategy", choices=STRATEGIES)
+    group.add_argument("--budget", type=float, help="share of a refit an update may cost, counted (0–1]")
+    group.add_argument(
+        "--set",
+        dest="update_set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other update setting, e.g. --set lr=0.004 --set replay_share=1 (repeatable)",
+    )
+
+
+def update_settings(args: argparse.Namespace, base: UpdateSettings) -> UpdateSettings:
+    """``base`` with the command line's overrides, validated like streamrec.toml's."""
+    changes: dict[str, Any] = {}
+    for pair in args.update_set:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CommandError(f"--set: expected KEY=VALUE, got {pair!r}")
+        changes[key.strip()] = None if value.strip().lower() in ("", "none") else value.strip()
+    if args.strategy is not None:
+        changes["strategy"] = args.strategy
+    if args.budget is not None:
+        changes["budget"] = args.budget
+    return update_settings_with(base, changes)

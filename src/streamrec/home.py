@@ -1,0 +1,74 @@
+"""A home: the folder one deployment owns, and the handles to what is in it.
+
+It holds the store (``streamrec.sqlite``, or a URL), the model registry
+(``models/``), the text-embedding cache and ``streamrec.toml``; one update runs
+in it at a time. Everything that works on a home (the CLI, the server, the
+worker, updates) opens it through here, so the layout is written down once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamrec.config import Settings, load_settings
+from streamrec.registry import Registry
+from streamrec.store import Store, open_store
+from streamrec.text import EmbeddingCache, TextEncoder
+
+MODELS_DIR = "models"
+TEXT_CACHE_FILE = "text-cache.sqlite"
+LOCK_FILE = ".update.lock"
+
+
+class UpdateInProgress(RuntimeError):
+    """Another process is updating this home right now."""
+
+
+@dataclass
+class Home:
+    """One deployment's folder: its settings, store, registry, text encoder and update lock."""
+
+    path: Path
+    settings: Settings
+
+    @classmethod
+    def open(cls, path: str | Path) -> Home:
+        """The home at ``path`` with its ``streamrec.toml`` (and ``STREAMREC_*`` variables) read."""
+        return cls(Path(path), load_settings(path))
+
+    def open_store(self, *, synchronous: str | None = None) -> Store:
+        return open_store(self.path, synchronous=synchronous or self.settings.synchronous)
+
+    @property
+    def models(self) -> Path:
+        return self.path / MODELS_DIR
+
+    @property
+    def registry(self) -> Registry:
+        return Registry(self.models)
+
+    def has_registry(self) -> bool:
+        return self.models.exists()
+
+    def text_encoder(self, model: str, device: str | None = None) -> TextEncoder:
+        """The encoder with its embedding cache in the home, so unchanged texts are never re-encoded."""
+        return TextEncoder(model, device=device, cache=EmbeddingCache(self.path / TEXT_CACHE_FILE))
+
+    @contextmanager
+    def update_lock(self) -> Iterator[None]:
+        """One update per home at a time; the lock dies with its process, so a crash never wedges it."""
+        lock = self.models / LOCK_FILE
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UpdateInProgress(f"an update of {self.path} is already running") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
