@@ -69,7 +69,6 @@ APPENDED: dict[tuple[str, ...], list[str]] = {
 # Sub-commands `streamrec --help` lists that the README does not show, each with why, and the smoke
 # command (real arguments, run after the README's commands in the same directory) that runs it here.
 NOT_IN_README: dict[tuple[str, ...], tuple[str, list[str]]] = {
-    ("models", "promote"): ("admin detail, also POST /admin/promote/{v}", ["v0001", "--home", "./recs"]),
     ("models", "prune"): ("registry housekeeping (keep_versions)", ["--home", "./recs"]),
 }
 

@@ -26,6 +26,12 @@ def parse_mapping(text: str | None) -> dict[str, str] | None:
 def simulate(args: argparse.Namespace) -> None:
     from streamrec.data.synthetic import simulate
 
+    from streamrec.events import parse_timestamp
+
+    try:
+        start = parse_timestamp(args.start)
+    except (TypeError, ValueError) as error:
+        raise CommandError(f"--start: {error}") from None
     config = simulate(
         args.out,
         users=args.users,
@@ -33,6 +39,7 @@ def simulate(args: argparse.Namespace) -> None:
         events=args.events,
         seed=args.seed,
         drift_at=tuple(args.drift_at),
+        start=start,
     )
     print(f"wrote {args.out}/events.jsonl, items.jsonl and truth.json ({config})", file=sys.stderr)
 
@@ -92,6 +99,9 @@ def add_commands(command) -> None:
     sim.add_argument("--items", type=int, default=800)
     sim.add_argument("--events", type=int, default=50_000)
     sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument(
+        "--start", default="2024-01-01", help="the first event's time: ISO date or epoch seconds (default 2024-01-01)"
+    )
     sim.add_argument(
         "--drift-at", type=float, nargs="*", default=[0.5], help="timeline fractions where tastes shift"
     )
