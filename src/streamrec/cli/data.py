@@ -25,7 +25,6 @@ def parse_mapping(text: str | None) -> dict[str, str] | None:
 
 def simulate(args: argparse.Namespace) -> None:
     from streamrec.data.synthetic import simulate
-
     from streamrec.events import parse_timestamp
 
     try:
@@ -100,7 +99,9 @@ def add_commands(command) -> None:
     sim.add_argument("--events", type=int, default=50_000)
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument(
-        "--start", default="2024-01-01", help="the first event's time: ISO date or epoch seconds (default 2024-01-01)"
+        "--start",
+        default="2024-01-01",
+        help="the first event's time: ISO date or epoch seconds (default 2024-01-01)",
     )
     sim.add_argument(
         "--drift-at", type=float, nargs="*", default=[0.5], help="timeline fractions where tastes shift"
