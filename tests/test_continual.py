@@ -230,7 +230,7 @@ def test_update_settings_live_in_an_update_table_and_bad_ones_are_refused_naming
     (tmp_path / SETTINGS_FILE).write_text('keep_versions = 3\n[update]\nstrategy = "finetune"\nepochs = 2\n')
     loaded = load_settings(tmp_path)
     assert (loaded.keep_versions, loaded.update.strategy, loaded.update.epochs) == (3, "finetune", 2)
-    assert loaded.update.budget == 0.15  # the rest keep their defaults
+    assert loaded.update.budget == UpdateSettings().budget  # the rest keep their defaults
     # a flat key from before the [update] table is refused, naming it
     (tmp_path / SETTINGS_FILE).write_text("update_epochs = 1\n")
     with pytest.raises(ValueError, match=r"streamrec\.toml: update_epochs: "):

@@ -398,3 +398,25 @@ def test_every_cli_sub_command_is_in_readme_or_allowlisted() -> None:
     assert not missing, f"`streamrec --help` lists sub-commands the README does not show: {missing}"
     stale = sorted(set(NOT_IN_README) - cli_commands())
     assert not stale, f"NOT_IN_README lists sub-commands the CLI no longer has: {stale}"
+
+
+# ---- the README's first command ------------------------------------------------------------------
+
+
+def test_make_demo_runs_the_main_job(tmp_path: Path) -> None:
+    """``make demo``'s script, as a newcomer runs it (not on a terminal, so it stops after its tour)."""
+    root = README.parent
+    env = {**os.environ, "DEMO_HOME": str(tmp_path / "demo"), "DEMO_PORT": str(free_port())}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    done = subprocess.run(
+        ["bash", "scripts/demo.sh"],
+        cwd=root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "promoted, now live" in done.stdout or "rejected" in done.stdout  # the update ran and was judged
+    assert '"model_version"' in done.stdout  # the served recommendation answered

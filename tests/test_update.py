@@ -470,7 +470,7 @@ def test_update_settings_are_frozen_and_changed_by_copy() -> None:
         base.epochs = 3  # type: ignore[misc]
     changed = update_settings_with(base, {"epochs": "3", "budget": None})  # as the toml or --set give them
     assert (changed.epochs, changed.budget) == (3, None)
-    assert (base.epochs, base.budget) == (20, 0.15)  # the base is untouched; 0.15 of a refit by default
+    assert (base.epochs, base.budget) == (20, UpdateSettings().budget)  # the base is untouched
 
 
 def test_step_work_counts_padded_positions_plus_learned_targets() -> None:

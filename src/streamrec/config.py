@@ -8,7 +8,7 @@ unknown key is an error naming it.
 >>> Settings().event_types[:2]
 ('view', 'click')
 >>> Settings(update={"strategy": "finetune"}).update.budget
-0.15
+0.2
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ class UpdateSettings(BaseModel):
     strategy: Strategy = "replay"
     # Passes over the new events and replayed sequences; the budget usually ends an update first.
     epochs: int = Field(20, ge=1)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(4e-3, gt=0)
     # cosine: decay to 0 by the update's last step (the budget's, if that comes first).
     lr_schedule: LRSchedule = "cosine"
     batch_size: int | None = Field(None, ge=1)  # user rows per step; unset: the model's
-    # New items' ID rows start from zero and must catch up within one update: they may learn faster.
-    new_item_lr_scale: float = Field(1.0, gt=0)
+    # New items' ID rows start from zero and must catch up within one update: they learn faster.
+    new_item_lr_scale: float = Field(8.0, gt=0)
     # Past users an update replays: this share of them, or exactly ``replay_users`` when set.
     replay_share: float = Field(1 / 3, gt=0, le=1)
     replay_users: int | None = Field(None, ge=0)
@@ -60,7 +60,7 @@ class UpdateSettings(BaseModel):
     full_epochs: int = Field(30, ge=1)  # a refit (strategy full, or drift): at most this many epochs
     # An update may cost at most this share of a refit, counted in positions processed and targets
     # learned (deterministic, no clock); a refit counts the epochs the last fit ran. None: no cap.
-    budget: float | None = Field(0.15, gt=0, le=1)
+    budget: float | None = Field(0.2, gt=0, le=1)
     seed: int = 0
 
     # When the worker updates: after this many new events, or this long after the last attempt.
