@@ -80,13 +80,14 @@ def _free_loopback_port() -> int:
 
 
 def _process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of a process from ``/proc`` (all threads); None where there is no ``/proc``."""
+    """User + system CPU of a process (all threads); None when it is gone or cannot be read."""
+    import psutil
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    fields = stat.rsplit(")", 1)[1].split()  # the command name may contain spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times.user + times.system
 
 
 def _percentile(values: list[float], q: float) -> float | None:
