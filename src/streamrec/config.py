@@ -44,7 +44,7 @@ class UpdateSettings(BaseModel):
     strategy: Strategy = "replay"
     # Passes over the new events and replayed sequences; the budget usually ends an update first.
     epochs: int = Field(20, ge=1)
-    lr: float = Field(4e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     # cosine: decay to 0 by the update's last step (the budget's, if that comes first).
     lr_schedule: LRSchedule = "cosine"
     batch_size: int | None = Field(None, ge=1)  # user rows per step; unset: the model's
