@@ -179,9 +179,10 @@ def quantization_benchmark(
     from streamrec.models.quantize import quantize_dynamic_int8
     from streamrec.models.sasrec import SASRec, right_pad
 
-    if not Home.open(home).has_registry():
+    opened = Home.open(home)
+    if not opened.has_registry():
         raise FileNotFoundError(f"no model in {home}: run `streamrec train --home {home}` first")
-    registry = Home.open(home).registry
+    registry = opened.registry
     version = registry.live()
     if version is None:
         raise LookupError(f"{home} has no live model version")

@@ -98,7 +98,8 @@ def _check_home(home: Path) -> None:
     """Fail before any process starts, with a message the CLI can print as is."""
     if not home.exists():
         raise ValueError(f"no streamrec home at {home} (run `streamrec ingest` first)")
-    if not Home.open(home).has_registry() or Home.open(home).registry.live() is None:
+    opened = Home.open(home)
+    if not opened.has_registry() or opened.registry.live() is None:
         raise ValueError(f"no live model in {home}: run `streamrec train --home {home}` first")
 
 
