@@ -16,7 +16,7 @@ from streamrec.home import Home
 from streamrec.items import validate_item
 from streamrec.models.sasrec import SASRecConfig
 from streamrec.store import open_store
-from streamrec.training.fit import train_and_register
+from streamrec.training.continual import train_and_register
 
 
 @pytest.fixture(scope="module")

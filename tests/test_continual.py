@@ -32,9 +32,10 @@ from streamrec.models.sasrec import NETWORK_FILE, SASRec, SASRecConfig
 from streamrec.registry import ITEMS_FILE, VERSION_FILE, Registry
 from streamrec.serving.app import create_app
 from streamrec.store import open_store
-from streamrec.training import continual
-from streamrec.training.continual import UpdateOutcome, guarded_update, run_update
-from streamrec.training.fit import prepare, train_and_register
+from streamrec.training import guard
+from streamrec.training.continual import UpdateOutcome, run_update, train_and_register
+from streamrec.training.guard import guarded_update
+from streamrec.training.fit import prepare
 from streamrec.training.worker import Trigger, run_worker
 
 STREAM = StreamConfig(users=80, items=120, events=4000, seed=11)
@@ -75,14 +76,14 @@ def update_home(home: Path, settings: Settings = SETTINGS, **options) -> UpdateO
 
 def test_update_learns_only_the_events_after_the_live_offset(home: Path, monkeypatch) -> None:
     seen = {}
-    real_update = continual.update
+    real_update = guard.update
 
     def spy(model, data, config, **kwargs):
         seen["learned"] = int(sum(int(m.sum()) for m in data.learn))
         seen["events"] = int(sum(len(s) for s in data.sequences))
         return real_update(model, data, config, **kwargs)
 
-    monkeypatch.setattr(continual, "update", spy)
+    monkeypatch.setattr(guard, "update", spy)
     outcome = update_home(home, strategy="finetune")
     version = outcome.version
     assert version is not None
@@ -159,7 +160,7 @@ def test_a_passing_candidate_goes_live_and_the_next_update_starts_from_it(home: 
 def test_a_rejected_candidate_never_becomes_live(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # ε cannot be negative, so the judge marks the candidate down by 1.0 NDCG: worse than any ε allows
     candidates = []
-    real_update, real_ndcg = continual.update, continual.ndcg_at_10
+    real_update, real_ndcg = guard.update, guard.ndcg_at_10
 
     def spy(*args, **kwargs):
         result = real_update(*args, **kwargs)
@@ -169,8 +170,8 @@ def test_a_rejected_candidate_never_becomes_live(home: Path, monkeypatch: pytest
     def judge(model, histories, targets):
         return real_ndcg(model, histories, targets) - (1.0 if any(model is c for c in candidates) else 0.0)
 
-    monkeypatch.setattr(continual, "update", spy)
-    monkeypatch.setattr(continual, "ndcg_at_10", judge)
+    monkeypatch.setattr(guard, "update", spy)
+    monkeypatch.setattr(guard, "ndcg_at_10", judge)
     outcome = update_home(home, strategy="finetune")
     registry = registry_of(home)
     assert len(candidates) == 1 and not outcome.promoted

@@ -19,7 +19,7 @@ from streamrec.models.quantize import QuantizedSASRec, quantize_dynamic_int8
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.serving.retrieval import ANNRetriever, ExactRetriever, make_retriever
 from streamrec.store import open_store
-from streamrec.training.fit import train_and_register
+from streamrec.training.continual import train_and_register
 
 # ----- exact -----
 

@@ -25,7 +25,7 @@ from streamrec.models.sasrec import SASRecConfig
 from streamrec.registry import Registry
 from streamrec.serving.app import create_app
 from streamrec.store import open_store
-from streamrec.training.fit import train_and_register
+from streamrec.training.continual import train_and_register
 
 STREAM = StreamConfig(users=60, items=80, events=2000, seed=5)
 SMALL_MODEL = SASRecConfig(hidden=16, layers=1, max_len=20, epochs=2, batch_size=64)

@@ -16,7 +16,8 @@ from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.registry import Registry
 from streamrec.serving.runtime import Runtime
 from streamrec.store import open_store
-from streamrec.training.fit import prepare, train_and_register
+from streamrec.training.continual import train_and_register
+from streamrec.training.fit import prepare
 
 HELD_OUT_PER_TOPIC = 3
 SMALL_MODEL = SASRecConfig(hidden=32, layers=1, max_len=30, epochs=12, patience=20, lr=3e-3, batch_size=64)

@@ -62,6 +62,12 @@ class UpdateSettings(BaseModel):
     # learned (deterministic, no clock); a refit counts the epochs the last fit ran. None: no cap.
     budget: float | None = Field(0.2, gt=0, le=1)
     seed: int = 0
+    # A fit from scratch (train, drift refit) picks lr and batch_size for the updates after it, by
+    # updating a model fitted without the newest ``tune_share`` of events on them (fields set here
+    # are kept as set); skipped when fewer than ``tune_min_examples`` events would judge candidates.
+    tune: bool = True
+    tune_share: float = Field(0.2, gt=0, lt=1)
+    tune_min_examples: int = Field(200, ge=1)
 
     # When the worker updates: after this many new events, or this long after the last attempt.
     every_events: int = Field(10_000, ge=1)
@@ -130,7 +136,7 @@ def settings_from(values: dict[str, Any], source: str = "settings") -> Settings:
 def update_settings_with(base: UpdateSettings, changes: dict[str, Any]) -> UpdateSettings:
     """``base`` with ``changes`` applied, validated as streamrec.toml's ``[update]`` is."""
     try:
-        return UpdateSettings.model_validate({**base.model_dump(), **changes})
+        return UpdateSettings.model_validate({**base.model_dump(exclude_unset=True), **changes})
     except ValidationError as error:
         raise ValueError(f"update settings: {problems(error)}") from None
 

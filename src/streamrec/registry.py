@@ -53,6 +53,7 @@ class VersionInfo:
     timings: dict[str, float] = field(default_factory=dict)
     update: dict[str, Any] = field(default_factory=dict)  # what moved: trainable/changed weight fractions
     guardrail: dict[str, Any] = field(default_factory=dict)  # candidate vs live on held-out newest events
+    tuned: dict[str, Any] = field(default_factory=dict)  # update settings the last fit from scratch chose
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,8 +32,9 @@ from streamrec.models.base import Recommender
 from streamrec.models.baselines import BASELINES
 from streamrec.models.sasrec import SASRecConfig
 from streamrec.store import open_store
-from streamrec.training.continual import GuardedLearner, replace_strategy
+from streamrec.training.continual import GuardedLearner
 from streamrec.training.fit import prepare
+from streamrec.training.guard import replace_strategy
 
 DEFAULT_STRATEGIES = (
     "static",
@@ -188,6 +189,7 @@ def _summary(records: list[dict[str, Any]], learner: Recommender) -> dict[str, A
         summary["promoted"] = sum(v["promoted"] for v in verdicts)
         summary["rejected"] = sum(not v["promoted"] for v in verdicts)
         summary["drift_refits"] = sum(v["drift"] for v in verdicts)
+        summary["first_fit"] = learner.fit_record
         summary["verdicts"] = verdicts
     return summary
 

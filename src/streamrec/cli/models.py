@@ -17,7 +17,7 @@ from streamrec.home import Home
 
 
 def train(args: argparse.Namespace) -> None:
-    from streamrec.training.fit import train_and_register
+    from streamrec.training.continual import train_and_register
 
     home = existing_home(args.home)
     info = train_and_register(home, model_config(args), text_model=args.text_model, progress=not args.quiet)

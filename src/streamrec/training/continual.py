@@ -1,18 +1,11 @@
-"""The guarded update: learn the newest events, judge the candidate on fresh data, promote only if it holds.
+"""A home's model life: train from scratch, update, promote only what holds; and the same in memory.
 
-One engine, used alike by ``streamrec update``, the worker, ``POST /admin/update``
-(through :func:`run_update`) and the streaming benchmark (through
-:class:`GuardedLearner`), so what is measured is what is shipped:
-
-1. the newest events (the holdout) stay out of training, so both models can
-   be judged on them;
-2. the live model is scored on the holdout: its test-then-train accuracy, which
-   also feeds the drift detector (a large drop below its trailing level turns
-   the update into a refit);
-3. a candidate learns the events after the live model's, up to the holdout,
-   with the configured strategy (or refits);
-4. the candidate is scored on the same holdout and promoted unless it is worse
-   than the live model by more than ε.
+:func:`train_and_register` (``streamrec train``) and :func:`run_update`
+(``streamrec update``, the worker, ``POST /admin/update``) run the engine of
+:mod:`streamrec.training.guard` on a home's log and keep the results in its
+registry; :class:`GuardedLearner` runs the same engine on a stream in memory,
+for the streaming benchmark. The update settings a fit tuned travel with the
+versions (``VersionInfo.tuned``): every update reads its live version's.
 
 In a home every step is safe to interrupt: nothing is visible until the
 registry's atomic add, and the live pointer only moves in an atomic promote.
@@ -21,153 +14,50 @@ registry's atomic add, and the live pointer only moves in an atomic promote.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from streamrec.config import UpdateSettings
-from streamrec.evaluation.offline import evaluate
 from streamrec.home import Home
 from streamrec.models.base import Recommender, TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.registry import VersionInfo
-from streamrec.training.fit import prepare, refit
-from streamrec.training.strategies import update
+from streamrec.training.fit import item_text, prepare
+from streamrec.training.guard import fit_and_tune, guarded_update, replace_strategy, with_tuned
 
 
-@dataclass
-class Verdict:
-    """What one guarded update did with its candidate."""
-
-    candidate: SASRec
-    strategy: str  # the one that ran: the configured one, or "full" on drift
-    promoted: bool
-    reason: str
-    drift: bool
-    live_ndcg: float
-    candidate_ndcg: float
-    examples: int  # held-out events both were judged on
-    trained_from: int  # the candidate learned events after this position …
-    trained_through: int  # … up to this one; the holdout follows
-    last: int  # the newest position the update saw
-    seconds: float  # learning only (update or refit)
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    def record(self) -> dict[str, Any]:
-        """The verdict as the registry and the benchmark's JSON keep it."""
-        return {
-            "strategy": self.strategy,
-            "promoted": self.promoted,
-            "drift": self.drift,
-            "candidate_ndcg@10": round(self.candidate_ndcg, 5),
-            "live_ndcg@10": round(self.live_ndcg, 5),
-            "examples": self.examples,
-            "learn_seconds": round(self.seconds, 3),
-            **{k: v for k, v in self.summary.items() if k not in ("strategy", "seconds")},
-        }
-
-
-def guarded_update(
-    live: SASRec,
-    data: TrainingData,
-    positions: list[np.ndarray],
-    trained_through: int,
-    settings: UpdateSettings,
-    *,
-    trailing: list[float],
-    text: np.ndarray | None = None,
-    progress: bool = False,
-) -> Verdict:
-    """Learn ``data``'s events after position ``trained_through`` (all but the holdout) and judge them.
-
-    ``positions[u]`` gives each event's place in the log (its offset): the newest
-    positions are the holdout. ``trailing``: the live models' holdout NDCG@10 of
-    the last updates, the level drift is measured against. ``text`` covers every
-    item of ``data``. ``live`` is left untouched.
-    """
-    every = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
-    fresh = int((every > trained_through).sum())
-    if fresh < 2:
-        raise ValueError(f"nothing to learn: {fresh} events after position {trained_through}")
-    holdout = min(max(1, int(fresh * settings.holdout_fraction)), settings.holdout_max_events)
-    ranked = np.sort(every)
-    cut, last = int(ranked[-holdout - 1]), int(ranked[-1])
-    histories, targets = holdout_examples(data, [p > cut for p in positions])
-    judged_live = live.grow(data.n_items, text) if data.n_items > live.n_items else live
-    live_ndcg = ndcg_at_10(judged_live, histories, targets)
-
-    level = float(np.mean(trailing[-settings.drift_window :])) if trailing else None
-    drift = (
-        level is not None
-        and len(targets) >= settings.drift_min_examples
-        and live_ndcg < (1 - settings.drift_threshold) * level
-    )
-    if drift:
-        settings = replace_strategy(settings, "full")
-
-    train = data.masked([p <= cut for p in positions])
-    train = replace(train, learn=[p[p <= cut] > trained_through for p in positions])
+def train_and_register(
+    home: Home, config: SASRecConfig, *, text_model: str, promote: bool = True, progress: bool = True
+) -> VersionInfo:
+    """Fit from scratch on the whole log (tuning the updates to come) and register it, live by default."""
     started = time.perf_counter()
-    if settings.strategy == "full":
-        config = replace(live.config, epochs=settings.full_epochs, seed=settings.seed)
-        candidate, _ = refit(
-            replace(train, learn=None), config, _text(config, text, data.n_items), progress=progress
-        )
-        summary: dict[str, Any] = {"epochs": candidate.fit_epochs}
-    else:
-        result = update(live, train, settings, text_embeddings=text, progress=progress)
-        candidate, summary = result.model, result.summary()
-    seconds = time.perf_counter() - started
-    candidate_ndcg = ndcg_at_10(candidate, histories, targets)
-
-    promoted = candidate_ndcg >= live_ndcg - settings.guardrail_epsilon
-    reason = (
-        f"candidate NDCG@10 {candidate_ndcg:.4f} vs live {live_ndcg:.4f} on {len(targets)} held-out"
-        f" events (ε {settings.guardrail_epsilon})"
+    with home.open_store() as store:
+        prepared = prepare(store)
+    if not prepared.data.sequences:
+        raise ValueError("the event log is empty: ingest events before training")
+    encoder = home.text_encoder(text_model, config.device) if config.item_tower != "id" else None
+    text = item_text(prepared, encoder, progress=progress)
+    fitted = fit_and_tune(
+        prepared.data, prepared.offsets, config, home.settings.update, text, progress=progress
     )
-    if drift:
-        reason += f"; drift: live {live_ndcg:.4f} < (1 - {settings.drift_threshold}) × trailing {level:.4f}"
-    return Verdict(
-        candidate,
-        settings.strategy,
-        promoted,
-        reason,
-        drift,
-        live_ndcg,
-        candidate_ndcg,
-        len(targets),
-        trained_through,
-        cut,
-        last,
-        seconds,
-        summary,
+    log = fitted.model.training_log
+    info = home.registry.add(
+        fitted.model.save,
+        prepared.items,
+        {
+            "status": "candidate",
+            "trained_through_offset": fitted.trained_through,
+            "strategy": "full",
+            "metrics": {**fitted.metrics, "best_epoch": log.best_epoch if log else 0},
+            "timings": {"train_seconds": round(time.perf_counter() - started, 2)},
+            "text_model": text_model if encoder else None,
+            "update": {"tuning": fitted.tuning},
+            "tuned": fitted.tuned,
+        },
     )
-
-
-def replace_strategy(settings: UpdateSettings, strategy: str) -> UpdateSettings:
-    return settings.model_copy(update={"strategy": strategy})
-
-
-def holdout_examples(data: TrainingData, held: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Every held-out event as (the user's history before it, its item)."""
-    histories, targets = [], []
-    for sequence, marked in zip(data.sequences, held, strict=True):
-        for index in np.flatnonzero(marked):
-            if index > 0:
-                histories.append(sequence[:index])
-                targets.append(sequence[index])
-    return histories, np.array(targets, dtype=np.int64)
-
-
-def ndcg_at_10(model: Recommender, histories: list[np.ndarray], targets: np.ndarray) -> float:
-    if not len(targets):
-        return 0.0
-    return float(evaluate(model, histories, targets, ks=(10,), unfiltered=False)["ndcg@10"])
-
-
-def _text(config: SASRecConfig, text: np.ndarray | None, n_items: int) -> np.ndarray | None:
-    return None if config.item_tower == "id" or text is None else text[:n_items]
+    return home.registry.promote(info.version) if promote else info
 
 
 @dataclass
@@ -198,6 +88,7 @@ def run_update(
         if live is None:
             raise LookupError(f"no live model in {home.path}: run `streamrec train` first")
         info = registry.get(live)
+        settings = with_tuned(settings, info.tuned)
         with home.open_store() as store:
             start, last = info.trained_through_offset, store.log.last_offset()
             if last - start < settings.min_events:
@@ -248,6 +139,7 @@ def run_update(
                     "epsilon": settings.guardrail_epsilon,
                     "holdout_offsets": [verdict.trained_through + 1, verdict.last],
                 },
+                "tuned": verdict.tuned or info.tuned,
             },
         )
         promoted, reason = verdict.promoted, verdict.reason
@@ -282,16 +174,17 @@ class GuardedLearner(Recommender):
         self.config, self.settings, self.text = config, settings, text
         self.live: SASRec | None = None
         self.trained_through = 0  # events (in time order) the live model learned
+        self.tuned: dict[str, Any] = {}  # the update settings the live model's last fit chose
+        self.fit_record: dict[str, Any] = {}  # what the first fit did: trained through, tuning
         self.verdicts: list[dict[str, Any]] = []
         self._trailing: list[float] = []
 
     def fit(self, data: TrainingData, *, progress: bool = False) -> GuardedLearner:
         config = replace(self.config, epochs=self.settings.full_epochs, seed=self.settings.seed)
-        self.live, _ = refit(
-            replace(data, learn=None), config, _text(config, self.text, data.n_items), progress=progress
-        )
+        fitted = fit_and_tune(data, time_positions(data), config, self.settings, self.text, progress=progress)
+        self.live, self.trained_through, self.tuned = fitted.model, fitted.trained_through, fitted.tuned
         self.n_items = data.n_items
-        self.trained_through = sum(len(s) for s in data.sequences)
+        self.fit_record = {"trained_through": fitted.trained_through, **fitted.tuning}
         return self
 
     def partial_fit(self, data: TrainingData, *, progress: bool = False) -> GuardedLearner:
@@ -303,7 +196,7 @@ class GuardedLearner(Recommender):
             data,
             time_positions(data),
             self.trained_through,
-            self.settings,
+            with_tuned(self.settings, self.tuned),
             trailing=self._trailing,
             text=self.text,
             progress=progress,
@@ -311,6 +204,7 @@ class GuardedLearner(Recommender):
         self._trailing.append(verdict.live_ndcg)
         if verdict.promoted:
             self.live, self.trained_through = verdict.candidate, verdict.trained_through
+            self.tuned = verdict.tuned or self.tuned
         self.verdicts.append({**verdict.record(), "seconds": round(time.perf_counter() - started, 3)})
         return self
 

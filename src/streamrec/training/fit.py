@@ -1,23 +1,20 @@
-"""Fit a model from scratch on the event log and register it as a new version.
+"""Read the event log as training data, and fit a model from scratch on it.
 
 This is the glue between the store (events, items with text), the text
 encoder and the model: it fixes the item vocabulary (every item with events,
-then catalogue-only items, which the model can still score from text), holds
-out each user's last item to pick the best epoch, and saves the result.
+then catalogue-only items, which the model can still score from text), and
+:func:`refit` holds out each user's last item to pick the best epoch.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from streamrec.evaluation.offline import evaluate
-from streamrec.home import Home
 from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
-from streamrec.registry import VersionInfo
 from streamrec.store import SequenceTable, Store
 from streamrec.text import TextEncoder
 
@@ -140,32 +137,3 @@ def item_text(
 ) -> np.ndarray | None:
     """Every item's text embedding (rows = item codes), or None without an encoder (ID tower)."""
     return None if encoder is None else encoder.encode(prepared.texts, progress=progress)
-
-
-def train_and_register(
-    home: Home, config: SASRecConfig, *, text_model: str, promote: bool = True, progress: bool = True
-) -> VersionInfo:
-    """Fit from scratch on the whole log and add the result to the registry (live by default)."""
-    started = time.perf_counter()
-    with home.open_store() as store:
-        prepared = prepare(store)
-    if not prepared.data.sequences:
-        raise ValueError("the event log is empty: ingest events before training")
-    encoder = home.text_encoder(text_model, config.device) if config.item_tower != "id" else None
-    model, metrics = refit(
-        prepared.data, config, item_text(prepared, encoder, progress=progress), progress=progress
-    )
-    log = model.training_log
-    info = home.registry.add(
-        model.save,
-        prepared.items,
-        {
-            "status": "candidate",
-            "trained_through_offset": prepared.through_offset,
-            "strategy": "full",
-            "metrics": {**metrics, "best_epoch": log.best_epoch if log else 0},
-            "timings": {"train_seconds": round(time.perf_counter() - started, 2)},
-            "text_model": text_model if encoder else None,
-        },
-    )
-    return home.registry.promote(info.version) if promote else info
