@@ -41,6 +41,7 @@ $STREAMREC models list --home "$HOME_DIR/recs"
 PORT=${DEMO_PORT:-8000}
 URL="http://127.0.0.1:$PORT"
 echo "== 7. serve it over HTTP on $URL (OpenAPI docs at $URL/docs)"
+export STREAMREC_API_KEY=${STREAMREC_API_KEY:-$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(16))')}
 $STREAMREC serve --home "$HOME_DIR/recs" --port "$PORT" > "$HOME_DIR/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
@@ -51,7 +52,7 @@ for _ in $(seq 1 120); do
 done
 show() { echo "\$ curl $*"; curl -sf "$@" | .venv/bin/python -m json.tool | head -n 24; }
 show "$URL/recommend/u1?k=3"
-show -X POST "$URL/events" -H 'content-type: application/json' \
+show -X POST "$URL/events" -H "X-API-Key: $STREAMREC_API_KEY" -H 'content-type: application/json' \
   -d '[{"user_id":"u1","item_id":"i5","event_type":"click"}]'
 show "$URL/recommend/u1?k=3"
 show "$URL/search?q=telescope+nebula&user_id=u1&k=3"

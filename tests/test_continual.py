@@ -34,8 +34,8 @@ from streamrec.serving.app import create_app
 from streamrec.store import open_store
 from streamrec.training import guard
 from streamrec.training.continual import UpdateOutcome, run_update, train_and_register
-from streamrec.training.guard import guarded_update
 from streamrec.training.fit import prepare
+from streamrec.training.guard import guarded_update
 from streamrec.training.worker import Trigger, run_worker
 
 STREAM = StreamConfig(users=80, items=120, events=4000, seed=11)

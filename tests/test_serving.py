@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,6 +33,8 @@ SMALL_MODEL = SASRecConfig(hidden=16, layers=1, max_len=20, epochs=2, batch_size
 TEXT_MODEL = "all-MiniLM-L6-v2"
 KEY = "test-admin-key"
 ADMIN = {"X-API-Key": KEY}
+WRITE_KEY = "test-write-key"
+WRITER = {"X-API-Key": WRITE_KEY}
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +154,10 @@ def test_personalised_search_stays_on_topic_and_follows_the_model(
 def test_put_item_is_searchable_and_recommendable_at_once(home: Path, stream: SyntheticStream) -> None:
     """One new 'zine' per topic, worded like the topic; users should prefer their own topic's zine."""
     names = stream.truth["topics"]
-    with TestClient(create_app(home)) as client:
+    with TestClient(create_app(home, write_key=WRITE_KEY), headers=WRITER) as client:
         bad = client.put("/items/z0", json={"title": "x" * 10_001})
-        assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "title"
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "title"
+        assert len(bad.text) < 1000  # a short excerpt of the input at most
         for topic, name in enumerate(names):
             words = TOPIC_VOCABULARY[name]
             response = client.put(
@@ -205,10 +209,12 @@ def test_bad_events_are_all_reported_and_nothing_is_written(home: Path) -> None:
         {"user_id": "u3", "item_id": "i3", "event_type": "view", "timestamp": "yesterday"},
         "not an object",
     ]
-    with TestClient(create_app(home)) as client:
+    with TestClient(create_app(home, write_key=WRITE_KEY), headers=WRITER) as client:
         response = client.post("/events", json=batch)
     assert response.status_code == 422
-    problems = response.json()["detail"]
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["title"] == "Unprocessable Entity"
+    problems = response.json()["errors"]
     assert [(p["record"], p["field"]) for p in problems] == [
         ("events[1]", "item_id"),
         ("events[2]", "event_type"),
@@ -221,7 +227,7 @@ def test_bad_events_are_all_reported_and_nothing_is_written(home: Path) -> None:
 
 
 def test_good_events_are_durable_and_shape_the_next_answer(home: Path) -> None:
-    with TestClient(create_app(home)) as client:
+    with TestClient(create_app(home, write_key=WRITE_KEY), headers=WRITER) as client:
         top = ids(client.get("/recommend/u3", params={"k": 5}))[0]
         event = {"user_id": "u3", "item_id": top, "event_type": "click", "event_id": "web-1"}
         accepted = client.post("/events", json=[event])
@@ -253,21 +259,70 @@ def test_admin_needs_the_key(client: TestClient) -> None:
     assert client.post("/admin/promote/v0099", headers=ADMIN).status_code == 404
 
 
-def test_admin_is_disabled_without_a_key_and_writes_can_be_protected(
+def test_writes_need_a_key_unless_opened_and_each_key_opens_its_role(
     built_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("STREAMREC_API_KEY", raising=False)
+    for variable in ("STREAMREC_API_KEY", "STREAMREC_WRITE_KEY", "STREAMREC_READ_KEY"):
+        monkeypatch.delenv(variable, raising=False)
     with TestClient(create_app(built_home)) as client:
+        refused = client.post("/events", json=[])
+        assert refused.status_code == 401 and "server.open_writes" in refused.json()["detail"]
+        assert client.put("/items/i1", json={"title": "x"}).status_code == 401
+        assert client.get("/recommend/u3").status_code == 200  # reads are open without a read key
         disabled = client.get("/admin/models", headers=ADMIN)
         assert disabled.status_code == 403 and "STREAMREC_API_KEY" in disabled.json()["detail"]
-    with pytest.raises(ValueError, match="API key"):
-        create_app(built_home, protect_writes=True)
+        assert client.get("/admin/models").status_code == 401
+
+    monkeypatch.setenv("STREAMREC_WRITE_KEY", WRITE_KEY)
+    monkeypatch.setenv("STREAMREC_READ_KEY", "reader")
     monkeypatch.setenv("STREAMREC_API_KEY", KEY)
-    with TestClient(create_app(built_home, protect_writes=True)) as client:
-        assert client.post("/events", json=[]).status_code == 401
-        assert client.put("/items/i1", json={"title": "x"}).status_code == 401
-        assert client.post("/events", json=[], headers=ADMIN).json()["accepted"] == 0
+    with TestClient(create_app(built_home)) as client:
+        assert client.get("/recommend/u3").status_code == 401  # a read key closes reads
+        assert client.get("/health").status_code == 200  # ops stay open for load balancers
+        assert client.get("/recommend/u3", headers={"X-API-Key": "reader"}).status_code == 200
+        assert client.post("/events", json=[], headers={"X-API-Key": "reader"}).status_code == 401
+        assert client.post("/events", json=[], headers=WRITER).json()["accepted"] == 0
+        assert client.get("/recommend/u3", headers=WRITER).status_code == 200
+        assert client.get("/admin/models", headers=WRITER).status_code == 401
+        assert client.post("/events", json=[], headers=ADMIN).status_code == 200
         assert client.get("/admin/models", headers=ADMIN).status_code == 200
+
+
+def test_open_writes_is_an_explicit_setting(tmp_path: Path, built_home: Path) -> None:
+    home = tmp_path / "open"
+    shutil.copytree(built_home, home)
+    (home / "streamrec.toml").write_text("[server]\nopen_writes = true\n")
+    with TestClient(create_app(home)) as client:
+        assert client.post("/events", json=[]).status_code == 200
+
+
+def test_requests_are_bounded_and_errors_never_echo_the_input(
+    tmp_path: Path, built_home: Path
+) -> None:
+    home = tmp_path / "bounded"
+    shutil.copytree(built_home, home)
+    (home / "streamrec.toml").write_text(
+        "[server]\nmax_body_bytes = 100_000\nmax_events_per_request = 50\nrate_limit = \"40/minute\"\n"
+    )
+    event = {"user_id": "u1", "item_id": "i1", "event_type": "click"}
+    with TestClient(create_app(home, write_key=WRITE_KEY), headers=WRITER) as client:
+        huge = client.post(
+            "/events", content=b"[" + b"1," * 100_000 + b"1]", headers={"content-type": "application/json"}
+        )
+        assert huge.status_code == 413 and "server.max_body_bytes" in huge.json()["detail"]
+        many = client.post("/events", json=[event] * 51)
+        assert many.status_code == 422 and "max_events_per_request" in many.json()["errors"][0]["problem"]
+        bad = client.post("/events", json=[{**event, "event_type": "x" * 5000}] * 10)
+        assert bad.status_code == 422 and len(bad.text) < 5000
+        malformed = client.post("/events", content=b"[{", headers={"content-type": "application/json"})
+        assert malformed.status_code == 422 and malformed.json()["errors"][0]["record"] == "body"
+        strict = client.post("/recommend", json={"items": ["i1"], "exclude_seen": 0})
+        assert strict.status_code == 422 and strict.json()["errors"][0]["field"] == "exclude_seen"
+        assert client.get("/nowhere").json()["status"] == 404
+        statuses = [client.get("/recommend/u3").status_code for _ in range(40)]
+        assert 429 in statuses  # 40 a minute, the requests above included
+        limited = client.get("/recommend/u3")
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
 
 
 def test_promote_during_a_burst_of_requests_never_fails_a_request(home: Path) -> None:
@@ -386,7 +441,7 @@ def test_real_http_server(home: Path, tmp_path: Path) -> None:
         with httpx.Client(base_url=base, timeout=10) as http:
             assert http.get("/recommend/u3").json()["source"] == "model"
             event = {"user_id": "http-user", "item_id": "i7", "event_type": "click"}
-            assert http.post("/events", json=[event]).json()["accepted"] == 1
+            assert http.post("/events", json=[event], headers=ADMIN).json()["accepted"] == 1
             assert http.get("/recommend/http-user").json()["source"] == "model"
             assert http.get("/admin/models").status_code == 401
             assert http.get("/admin/models", headers=ADMIN).json()["live"] == "v0001"

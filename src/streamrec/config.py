@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamrec.events import DEFAULT_EVENT_TYPES, EventSchema
@@ -84,6 +84,33 @@ class UpdateSettings(BaseModel):
     drift_min_examples: int = Field(200, ge=1)
 
 
+class ServerSettings(BaseModel):
+    """What the HTTP API accepts, and from whom (keys come from the environment, never this file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A request body larger than this is refused with 413 while it is read, before any parsing.
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_events_per_request: int = Field(100_000, ge=1)  # records in one POST /events
+    # Writes (POST /events, PUT /items) need the write or admin key unless this is true.
+    open_writes: bool = False
+    # Requests per client (its API key, else its address), in the limits library's notation,
+    # e.g. "100/second" or "1000/minute;20/second"; unset: no limit.
+    rate_limit: str | None = None
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            from limits import parse_many
+
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a rate such as '100/second' or '1000/minute'") from None
+        return value
+
+
 class Settings(BaseSettings):
     """Deployment settings of one home."""
 
@@ -97,6 +124,7 @@ class Settings(BaseSettings):
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
     ingest_batch_size: int = Field(20_000, ge=1)  # events per committed batch when ingesting files
     update: UpdateSettings = UpdateSettings()
+    server: ServerSettings = ServerSettings()
     keep_versions: int = Field(10, ge=1)  # registry retention; live and its rollback target always stay
     worker_poll_seconds: float = Field(2.0, gt=0)
 

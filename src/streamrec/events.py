@@ -37,9 +37,16 @@ FIELDS: tuple[str, ...] = (
     "context",
 )
 MAX_ID_LENGTH = 256
+EXCERPT = 80  # characters of a rejected value an error message quotes at most
 MAX_CONTEXT_BYTES = 4096
 # Epoch seconds beyond this are almost surely milliseconds (year 5138 otherwise).
 MAX_EPOCH_SECONDS = 1e11
+
+
+def excerpt(value: object) -> str:
+    """``repr(value)``, cut to :data:`EXCERPT` characters: an error never echoes a huge input back."""
+    text = repr(value)
+    return text if len(text) <= EXCERPT else f"{text[: EXCERPT - 1]}…"
 
 
 class EventValidationError(ValueError):
@@ -76,7 +83,7 @@ def parse_timestamp(raw: Any) -> float:
     Raises ``ValueError`` with a human message when ``raw`` is none of these.
     """
     if isinstance(raw, bool):
-        raise ValueError(f"expected epoch seconds or an ISO-8601 string, got {raw!r}")
+        raise ValueError(f"expected epoch seconds or an ISO-8601 string, got {excerpt(raw)}")
     if isinstance(raw, int | float):
         seconds = float(raw)
     elif isinstance(raw, str):
@@ -87,16 +94,18 @@ def parse_timestamp(raw: Any) -> float:
             try:
                 parsed = datetime.fromisoformat(text.replace("Z", "+00:00", 1))
             except ValueError:
-                raise ValueError(f"expected epoch seconds or an ISO-8601 string, got {raw!r}") from None
+                raise ValueError(
+                    f"expected epoch seconds or an ISO-8601 string, got {excerpt(raw)}"
+                ) from None
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
             seconds = parsed.timestamp()
     else:
         raise ValueError(f"expected epoch seconds or an ISO-8601 string, got {type(raw).__name__}")
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"must be a non-negative finite time, got {raw!r}")
+        raise ValueError(f"must be a non-negative finite time, got {excerpt(raw)}")
     if seconds > MAX_EPOCH_SECONDS:
-        raise ValueError(f"{raw!r} is too large for epoch seconds (milliseconds? divide by 1000)")
+        raise ValueError(f"{excerpt(raw)} is too large for epoch seconds (milliseconds? divide by 1000)")
     return seconds
 
 
@@ -154,7 +163,7 @@ class EventSchema:
             raise EventValidationError(
                 where,
                 "event_type",
-                f"unknown type {event_type!r} (allowed: {', '.join(self.event_types)})",
+                f"unknown type {excerpt(event_type)} (allowed: {', '.join(self.event_types)})",
             )
         raw_time = record.get("timestamp")
         if raw_time is None or raw_time == "":
@@ -171,9 +180,11 @@ class EventSchema:
             try:
                 value = float(value)
             except (TypeError, ValueError):
-                raise EventValidationError(where, "value", f"must be a number, got {value!r}") from None
+                raise EventValidationError(
+                    where, "value", f"must be a number, got {excerpt(value)}"
+                ) from None
             if not math.isfinite(value):
-                raise EventValidationError(where, "value", f"must be finite, got {value!r}")
+                raise EventValidationError(where, "value", f"must be finite, got {excerpt(value)}")
         else:
             value = None
         event_id = _identifier(record, "event_id", where, required=False)

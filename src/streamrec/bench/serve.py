@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import secrets
 import shutil
 import socket
 import subprocess
@@ -46,6 +47,7 @@ import numpy as np
 
 from streamrec.bench.report import write_result
 from streamrec.home import Home
+from streamrec.serving.access import WRITE_KEY_ENV
 from streamrec.store import open_store
 
 K = 10
@@ -103,6 +105,9 @@ def _check_home(home: Path) -> None:
         raise ValueError(f"no live model in {home}: run `streamrec train --home {home}` first")
 
 
+WRITE_KEY = secrets.token_hex(16)  # the key this run's server takes events with
+
+
 @contextmanager
 def _server(home: Path, port: int, log_path: Path):
     """``streamrec serve`` as a child process; yields its pid once ``/health`` answers, always stops it."""
@@ -111,8 +116,9 @@ def _server(home: Path, port: int, log_path: Path):
         *(sys.executable, "-m", "streamrec.cli", "serve", "--home", str(home), "--port", str(port)),
         "--no-worker",
     ]
+    env = {**os.environ, WRITE_KEY_ENV: WRITE_KEY}
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
@@ -285,7 +291,11 @@ async def _drive(
         return event_batch
 
     async with httpx.AsyncClient(
-        base_url=base, limits=limits, timeout=REQUEST_TIMEOUT, trust_env=False
+        base_url=base,
+        limits=limits,
+        timeout=REQUEST_TIMEOUT,
+        trust_env=False,
+        headers={"X-API-Key": WRITE_KEY},
     ) as client:
         warm = time.perf_counter()  # connections opened, first-request costs paid, nothing recorded
         await _run_phase(client, concurrency, min(1.0, duration / 5), recommend, seed + 99, server_pid)

@@ -26,6 +26,12 @@ def train(args: argparse.Namespace) -> None:
         return
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in info.metrics.items() if k in ("ndcg@10", "hr@10"))
     print(f"{info.version} is live: trained through offset {info.trained_through_offset}, {metrics}")
+    tuning = info.update.get("tuning", {})
+    if "skipped" in tuning:
+        print(f"update settings not tuned: {tuning['skipped']}")
+    else:
+        chosen = ", ".join(f"{key}={value}" for key, value in tuning["chosen"].items())
+        print(f"updates tuned on the newest events ({tuning['examples']} judged): {chosen}")
 
 
 def recommend(args: argparse.Namespace) -> None:

@@ -17,7 +17,6 @@ def serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         api_key=args.api_key,
-        protect_writes=args.protect_writes,
         access_log=args.access_log,
         torch_threads=args.torch_threads,
         worker=not args.no_worker,
@@ -29,8 +28,11 @@ def add_commands(command) -> None:
     home_option(srv)
     srv.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--api-key", help="admin key (prefer the STREAMREC_API_KEY environment variable)")
-    srv.add_argument("--protect-writes", action="store_true", help="also require the key for writes")
+    srv.add_argument(
+        "--api-key",
+        help="admin key (prefer the STREAMREC_API_KEY environment variable; STREAMREC_WRITE_KEY and"
+        " STREAMREC_READ_KEY give write and read keys; writes need one unless server.open_writes)",
+    )
     srv.add_argument(
         "--access-log", action="store_true", help="log every request (off: /metrics counts them)"
     )

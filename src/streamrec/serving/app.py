@@ -1,4 +1,4 @@
-"""The FastAPI application: wiring only (runtime in ``lifespan``, routers, metrics middleware).
+"""The FastAPI application: wiring only (runtime in ``lifespan``, routers, access, errors, metrics).
 
 >>> app = create_app("/nonexistent-home")  # nothing is loaded until the server starts
 >>> sorted(path for path in app.openapi()["paths"] if path.startswith("/admin"))
@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +17,8 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from streamrec.config import load_settings
-from streamrec.serving import routes
+from streamrec.serving import problems, routes
+from streamrec.serving.access import Access, BodyLimit, Keys
 from streamrec.serving.metrics import MetricsMiddleware, ServingMetrics
 from streamrec.serving.runtime import Runtime
 from streamrec.serving.updates import UpdateJobs, WorkerProcess
@@ -56,25 +56,31 @@ class LiveWatcher:
 
 
 def create_app(
-    home: str | Path, *, api_key: str | None = None, protect_writes: bool = False, worker: bool = False
+    home: str | Path,
+    *,
+    api_key: str | None = None,
+    write_key: str | None = None,
+    read_key: str | None = None,
+    worker: bool = False,
 ) -> FastAPI:
     """The HTTP API over the home's store and live model.
 
-    ``api_key`` (or the ``STREAMREC_API_KEY`` environment variable) unlocks the admin
-    endpoints, and with ``protect_writes`` also ``PUT /items`` and ``POST /events``.
-    ``worker`` runs ``streamrec worker`` beside the server, so the model keeps learning.
+    Keys (else ``STREAMREC_API_KEY``, ``STREAMREC_WRITE_KEY``, ``STREAMREC_READ_KEY``):
+    see :mod:`streamrec.serving.access`; request limits and open writes come from the
+    home's ``[server]`` settings. ``worker`` runs ``streamrec worker`` beside the
+    server, so the model keeps learning.
     """
     home = Path(home)
-    key = api_key or os.environ.get(routes.API_KEY_ENV) or None
-    if protect_writes and not key:
-        raise ValueError(f"protect_writes needs an API key: pass api_key or set {routes.API_KEY_ENV}")
+    settings = load_settings(home)
+    access = Access(Keys.from_env(api_key, write_key, read_key), settings.server)
+    if access.open_writes:
+        log.warning("server.open_writes is on: anyone who reaches this server can write events and items")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Few worker threads: request handlers are short and CPU-bound, so more threads than
         # cores only fight over the GIL (see WORKER_THREADS for the measurement).
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
-        app.state.event_schema = load_settings(home).event_schema()
         runtime = Runtime.open(home)
         watcher = LiveWatcher(runtime)
         app.state.runtime = runtime
@@ -96,13 +102,16 @@ def create_app(
         summary="Real-time recommendations and personalised search from a continually learning model.",
         lifespan=lifespan,
     )
-    app.state.api_key = key
-    app.state.protect_writes = protect_writes
+    app.state.settings = settings
+    app.state.event_schema = settings.event_schema()
+    app.state.access = access
     app.state.metrics = metrics = ServingMetrics()
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(routes.public)
-    app.include_router(routes.writes)
-    app.include_router(routes.admin)
+    limit = settings.server.max_body_bytes
+    app.add_middleware(BodyLimit, max_bytes=limit, too_large=lambda: problems.too_large(limit))
+    problems.install(app)
+    for router in routes.ROUTERS:
+        app.include_router(router)
     return app
 
 
@@ -112,7 +121,6 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: str | None = None,
-    protect_writes: bool = False,
     log_level: str = "info",
     access_log: bool = False,
     torch_threads: int = 1,
@@ -130,7 +138,7 @@ def serve(
 
     torch.set_num_threads(torch_threads)
     uvicorn.run(
-        create_app(home, api_key=api_key, protect_writes=protect_writes, worker=worker),
+        create_app(home, api_key=api_key, worker=worker),
         host=host,
         port=port,
         log_level=log_level,

@@ -1,25 +1,29 @@
-"""The HTTP endpoints, as routers: public reads, catalogue/event writes, and admin.
+"""The HTTP endpoints, as routers: ops (open), reads, catalogue/event writes, and admin.
 
 Handlers that run the model or touch SQLite are plain ``def``: FastAPI runs
 them in its thread pool, so a PyTorch forward never blocks the event loop.
-HTTP errors are raised here and only here; the runtime raises plain Python
-errors (``KeyError``, ``LookupError``).
+HTTP errors are raised here and only here (rendered by
+:mod:`streamrec.serving.problems`); the runtime raises plain Python errors
+(``KeyError``, ``LookupError``). Who may call each router is
+:mod:`streamrec.serving.access`'s business.
 """
 
 from __future__ import annotations
 
-import secrets
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Security
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse
-from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from streamrec.config import Strategy
+from streamrec.events import MAX_ID_LENGTH as MAX_ID
 from streamrec.events import EventSchema, EventValidationError
 from streamrec.home import UpdateInProgress
 from streamrec.items import validate_item
+from streamrec.serving.access import require
 from streamrec.serving.metrics import ServingMetrics
+from streamrec.serving.problems import InvalidInput, responses
 from streamrec.serving.runtime import Runtime
 from streamrec.serving.schemas import (
     MAX_K,
@@ -28,7 +32,6 @@ from streamrec.serving.schemas import (
     ItemBody,
     ItemUpserted,
     ModelVersions,
-    Problems,
     Promotion,
     Recommendations,
     Reloaded,
@@ -37,9 +40,6 @@ from streamrec.serving.schemas import (
     SimilarItems,
     UpdateJob,
 )
-
-API_KEY_ENV = "STREAMREC_API_KEY"
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the server's admin API key")
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -52,35 +52,18 @@ def get_metrics(request: Request) -> ServingMetrics:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
+ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID, description="an item id")]
+ANY_REQUEST = (401, 403, 422, 429)  # keys, validation and the rate limit apply to every operation
 
-
-def _check_key(request: Request, given: str | None) -> None:
-    expected: str | None = request.app.state.api_key
-    if not expected:
-        raise HTTPException(
-            403,
-            f"admin endpoints are disabled: no API key is configured (set {API_KEY_ENV} in the server's"
-            " environment, or pass --api-key to `streamrec serve`)",
-        )
-    if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(
-            401, "missing or wrong X-API-Key header", headers={"WWW-Authenticate": "X-API-Key"}
-        )
-
-
-async def require_admin(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
-    _check_key(request, key)
-
-
-async def require_writer(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
-    """Writes are open unless the app was created with ``protect_writes=True``."""
-    if request.app.state.protect_writes:
-        _check_key(request, key)
-
-
-public = APIRouter()
-writes = APIRouter(dependencies=[Depends(require_writer)])
-admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+ops = APIRouter(tags=["ops"])  # health and metrics: open, for load balancers and scrapers
+public = APIRouter(dependencies=[Depends(require("read"))], responses=responses(*ANY_REQUEST))
+writes = APIRouter(dependencies=[Depends(require("write"))], responses=responses(*ANY_REQUEST, 400, 413))
+admin = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    dependencies=[Depends(require("admin"))],
+    responses=responses(*ANY_REQUEST),
+)
 
 
 # ----- public reads -----
@@ -88,11 +71,13 @@ admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require
 
 @public.get("/recommend/{user_id}", response_model=Recommendations, tags=["recommend"])
 def recommend_user(
-    user_id: str,
+    user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
     runtime: RuntimeDep,
     k: K = 10,
     exclude_seen: bool = True,
-    category: Annotated[str | None, Query(description="only items of this catalogue category")] = None,
+    category: Annotated[
+        str | None, Query(max_length=MAX_ID, description="only items of this catalogue category")
+    ] = None,
 ) -> dict[str, Any]:
     """Top-k for a user from their latest events; users without history get trending items."""
     return runtime.recommend(user_id, k, exclude_seen=exclude_seen, category=category or None)
@@ -109,10 +94,10 @@ def recommend_session(session: SessionRequest, runtime: RuntimeDep) -> dict[str,
 @public.get(
     "/items/{item_id}/similar",
     response_model=SimilarItems,
-    responses={404: {"description": "unknown item"}},
+    responses=responses(404),
     tags=["items"],
 )
-def similar_items(item_id: str, runtime: RuntimeDep, k: K = 10) -> dict[str, Any]:
+def similar_items(item_id: ItemId, runtime: RuntimeDep, k: K = 10) -> dict[str, Any]:
     """Nearest items by cosine of the live model's item embeddings."""
     try:
         return runtime.similar(item_id, k)
@@ -124,14 +109,16 @@ def similar_items(item_id: str, runtime: RuntimeDep, k: K = 10) -> dict[str, Any
 def search(
     runtime: RuntimeDep,
     q: Annotated[str, Query(min_length=1, max_length=1000, description="free-text query")],
-    user_id: Annotated[str | None, Query(description="re-rank for this user's history")] = None,
+    user_id: Annotated[
+        str | None, Query(max_length=MAX_ID, description="re-rank for this user's history")
+    ] = None,
     k: K = 10,
 ) -> dict[str, Any]:
     """Semantic search over the catalogue, personalised when ``user_id`` has history."""
     return runtime.search(q, k, user_id=user_id or None)
 
 
-@public.get("/health", response_model=Health, tags=["ops"])
+@ops.get("/health", response_model=Health)
 def health(runtime: RuntimeDep) -> dict[str, Any]:
     loaded = runtime.loaded
     last = runtime.store.log.last_offset()
@@ -147,7 +134,7 @@ def health(runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
-@public.get("/metrics", response_class=PlainTextResponse, tags=["ops"])
+@ops.get("/metrics", response_class=PlainTextResponse)
 def metrics(runtime: RuntimeDep, request: Request) -> PlainTextResponse:
     """Prometheus text format."""
     collected = get_metrics(request)
@@ -158,22 +145,17 @@ def metrics(runtime: RuntimeDep, request: Request) -> PlainTextResponse:
 # ----- writes -----
 
 
-@writes.put(
-    "/items/{item_id}",
-    response_model=ItemUpserted,
-    responses={422: {"model": Problems}, 401: {}, 403: {}},
-    tags=["items"],
-)
-def put_item(item_id: str, body: ItemBody, runtime: RuntimeDep, request: Request) -> dict[str, Any]:
+@writes.put("/items/{item_id}", response_model=ItemUpserted, tags=["items"])
+def put_item(item_id: ItemId, body: ItemBody, runtime: RuntimeDep, request: Request) -> dict[str, Any]:
     """Create or replace a catalogue item: searchable at once, recommendable too if the model reads text."""
     fields = body.model_dump(exclude_unset=True)
     if fields.get("item_id") not in (None, item_id):
         problem = f"is {fields['item_id']!r} but the path says {item_id!r}"
-        raise HTTPException(422, [{"record": "item", "field": "item_id", "problem": problem}])
+        raise InvalidInput([{"record": "item", "field": "item_id", "problem": problem}])
     try:
         item = validate_item({**fields, "item_id": item_id}, where="item")
     except EventValidationError as error:
-        raise HTTPException(422, [error.as_dict()]) from None
+        raise InvalidInput([error.as_dict()]) from None
     recommendable = runtime.upsert_items([item])[item.item_id]
     get_metrics(request).items_upserted.inc()
     return {
@@ -189,18 +171,20 @@ EVENTS_EXAMPLE = [
 ]
 
 
-@writes.post(
-    "/events",
-    response_model=EventsAccepted,
-    responses={422: {"model": Problems}, 401: {}, 403: {}},
-    tags=["events"],
-)
+@writes.post("/events", response_model=EventsAccepted, tags=["events"])
 def post_events(
-    records: Annotated[list[Any], Body(examples=[EVENTS_EXAMPLE], max_length=100_000)],
+    records: Annotated[list[Any], Body(examples=[EVENTS_EXAMPLE])],
     runtime: RuntimeDep,
     request: Request,
 ) -> dict[str, Any]:
-    """Append a batch of events in one durable transaction, or nothing if any record is invalid."""
+    """Append a batch of events in one durable transaction, or nothing if any record is invalid.
+
+    At most ``server.max_events_per_request`` records (100,000 by default) and
+    ``server.max_body_bytes`` of JSON (16 MiB)."""
+    limit = request.app.state.settings.server.max_events_per_request
+    if len(records) > limit:
+        problem = f"{len(records):,} records, more than server.max_events_per_request ({limit:,})"
+        raise InvalidInput([{"record": "events", "field": None, "problem": problem}])
     schema: EventSchema = request.app.state.event_schema
     events, problems = [], []
     for i, record in enumerate(records):
@@ -209,7 +193,7 @@ def post_events(
         except EventValidationError as error:
             problems.append(error.as_dict())
     if problems:
-        raise HTTPException(422, problems)
+        raise InvalidInput(problems)
     result = runtime.store.log.append(events)
     get_metrics(request).events_ingested.inc(result.accepted)
     return {
@@ -232,9 +216,7 @@ def list_models(runtime: RuntimeDep) -> dict[str, Any]:
     }
 
 
-@admin.post(
-    "/promote/{version}", response_model=Promotion, responses={404: {"description": "unknown version"}}
-)
+@admin.post("/promote/{version}", response_model=Promotion, responses=responses(404))
 def promote(version: str, runtime: RuntimeDep) -> dict[str, Any]:
     """Make a version live and hot-swap to it; the old one answers until the new one is fully loaded."""
     previous = runtime.loaded.version
@@ -245,9 +227,7 @@ def promote(version: str, runtime: RuntimeDep) -> dict[str, Any]:
     return {"live": version, "previous": previous}
 
 
-@admin.post(
-    "/rollback", response_model=Promotion, responses={409: {"description": "nothing to roll back to"}}
-)
+@admin.post("/rollback", response_model=Promotion, responses=responses(409))
 def rollback(runtime: RuntimeDep) -> dict[str, Any]:
     """Promote the version that was live before the current one (the most recently retired)."""
     previous = runtime.loaded.version
@@ -258,7 +238,7 @@ def rollback(runtime: RuntimeDep) -> dict[str, Any]:
     return {"live": info.version, "previous": previous}
 
 
-@admin.post("/reload", response_model=Reloaded)
+@admin.post("/reload", response_model=Reloaded, responses=responses(409))
 def reload(runtime: RuntimeDep) -> dict[str, Any]:
     """Reload the live version and rebuild the search index (picks up catalogue edits made elsewhere)."""
     try:
@@ -268,16 +248,8 @@ def reload(runtime: RuntimeDep) -> dict[str, Any]:
     return {"model_version": loaded.version, "catalogue_items": len(loaded.search) if loaded.search else 0}
 
 
-UpdateStrategy = Literal["finetune", "replay", "replay-distill", "adapter", "full"]
-
-
-@admin.post(
-    "/update",
-    response_model=UpdateJob,
-    status_code=202,
-    responses={409: {"description": "an update is already running"}},
-)
-def start_update(request: Request, strategy: UpdateStrategy | None = None) -> dict[str, Any]:
+@admin.post("/update", response_model=UpdateJob, status_code=202, responses=responses(409))
+def start_update(request: Request, strategy: Strategy | None = None) -> dict[str, Any]:
     """Learn the events since the live version now, in a child process; it is promoted only if it is
     not worse than the live version on the newest events (see ``GET /admin/update`` for its outcome)."""
     try:
@@ -290,3 +262,6 @@ def start_update(request: Request, strategy: UpdateStrategy | None = None) -> di
 def update_status(request: Request) -> dict[str, Any]:
     """The running or last update started by this server: exit code and output."""
     return request.app.state.updates.status()
+
+
+ROUTERS = (ops, public, writes, admin)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from streamrec.events import MAX_ID_LENGTH
+from streamrec.items import MAX_TEXT_LENGTH
 
 MAX_K = 1000
 
@@ -42,12 +45,14 @@ class SimilarItems(BaseModel):
 class SessionRequest(BaseModel):
     """An anonymous session: the items it touched, oldest first; unknown ids are ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    items: list[str] = Field(max_length=10_000, examples=[["i12", "i40", "i7"]])
+    items: list[Annotated[str, Field(max_length=MAX_ID_LENGTH)]] = Field(
+        max_length=10_000, examples=[["i12", "i40", "i7"]]
+    )
     k: int = Field(10, ge=1, le=MAX_K)
     exclude_seen: bool = True
-    category: str | None = None
+    category: str | None = Field(None, max_length=MAX_ID_LENGTH)
 
 
 class ItemBody(BaseModel):
@@ -55,10 +60,10 @@ class ItemBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    item_id: str | None = None
-    title: str = ""
-    description: str = ""
-    category: str = ""
+    item_id: str | None = Field(None, max_length=MAX_ID_LENGTH)
+    title: str = Field("", max_length=MAX_TEXT_LENGTH)
+    description: str = Field("", max_length=MAX_TEXT_LENGTH)
+    category: str = Field("", max_length=MAX_ID_LENGTH)
     attributes: dict[str, Any] | str | None = None
     created_at: float | str | None = Field(None, description="epoch seconds or ISO-8601; default: now")
 
@@ -79,18 +84,6 @@ class EventsAccepted(BaseModel):
     duplicates: int
     first_offset: int
     last_offset: int
-
-
-class Problem(BaseModel):
-    record: str
-    field: str | None
-    problem: str
-
-
-class Problems(BaseModel):
-    """Every rejected record at once, each naming its field; nothing was written."""
-
-    detail: list[Problem]
 
 
 class Health(BaseModel):
