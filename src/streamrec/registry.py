@@ -11,6 +11,10 @@ Layout under ``HOME/models``::
 A version folder is written under a temporary name and renamed into place,
 and ``live.json`` is replaced atomically, so a crash at any point leaves
 either the old or the new state, never a half-written version or pointer.
+What a crash can leave is repaired on opening and before every write (see
+``_recover``): staging and half-deleted folders go, and the statuses in
+``version.json`` are made to agree with ``live.json``, which is the truth.
+Readers apply the same rule, so they never see two live versions.
 
 >>> import tempfile
 >>> registry = Registry(tempfile.mkdtemp())
@@ -32,9 +36,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamrec.faults import crash_point
+
 VERSION_FILE = "version.json"
 ITEMS_FILE = "items.json"
 LIVE_FILE = "live.json"
+# What a writer killed mid-write leaves: its staging folder, a version it was deleting, a temporary file.
+LEFTOVERS = (".staging-*", ".deleting-*", f".{LIVE_FILE}.*", f"v[0-9]*/.{VERSION_FILE}.*")
 
 
 @dataclass
@@ -69,23 +77,70 @@ def _write_json_atomically(path: Path, payload: object) -> None:
     os.replace(temporary, path)
 
 
+def _status_by_pointer(info: VersionInfo, live: str | None) -> VersionInfo:
+    """``info`` with the status ``live.json`` implies: live iff the pointer names it.
+
+    ``promote`` and ``rollback`` move the pointer first and fix the statuses after, so between the
+    two (or after a crash there) a version still marked live that the pointer left is retired.
+    """
+    if info.version == live:
+        info.status = "live"
+    elif info.status == "live":
+        info.status = "retired"
+    return info
+
+
 class Registry:
     """Versions of the model under one folder; see the module docstring for the layout."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked(wait=False):
+            pass  # taking the lock repairs a crash's leftovers; a writer holding it repaired them already
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self, *, wait: bool = True) -> Iterator[bool]:
+        """The write lock (it dies with its process); whoever takes it first repairs a crash's leftovers.
+
+        With ``wait=False`` it yields False at once when another writer holds the lock.
+        """
         with (self.root / ".lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                self._recover()
+                yield True
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def versions(self) -> list[VersionInfo]:
+    def _recover(self) -> None:
+        """Repair what a writer killed mid-write left; only under the lock.
+
+        Every writer holds the lock for its whole write (``add`` included), so a staging or
+        half-deleted folder seen under the lock belongs to a dead process. Statuses on disk are
+        rewritten to agree with ``live.json`` (see ``_status_by_pointer``).
+        """
+        for pattern in LEFTOVERS:
+            for path in self.root.glob(pattern):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        live = self.live()
+        for stored in self._stored_versions():
+            status = stored.status
+            info = _status_by_pointer(stored, live)
+            if info.status != status:
+                if info.status == "retired":
+                    info.notes = f"retired on recovery: {LIVE_FILE} names {live}"
+                _write_json_atomically(self.root / info.version / VERSION_FILE, info.to_dict())
+
+    def _stored_versions(self) -> list[VersionInfo]:
+        """Each version as its ``version.json`` says, status included (readers use ``versions``)."""
         found = []
         for folder in sorted(self.root.glob("v[0-9]*")):
             meta = folder / VERSION_FILE
@@ -93,12 +148,16 @@ class Registry:
                 found.append(VersionInfo(**json.loads(meta.read_text())))
         return found
 
+    def versions(self) -> list[VersionInfo]:
+        live = self.live()
+        return [_status_by_pointer(info, live) for info in self._stored_versions()]
+
     def get(self, version: str) -> VersionInfo:
         meta = self.root / version / VERSION_FILE
         if not meta.exists():
             known = ", ".join(v.version for v in self.versions()) or "none"
             raise KeyError(f"no model version {version!r} (known: {known})")
-        return VersionInfo(**json.loads(meta.read_text()))
+        return _status_by_pointer(VersionInfo(**json.loads(meta.read_text())), self.live())
 
     def path(self, version: str) -> Path:
         self.get(version)
@@ -112,24 +171,36 @@ class Registry:
         return json.loads(pointer.read_text()) if pointer.exists() else {}
 
     def add(self, write: Callable[[Path], None], items: list[str], info: dict[str, Any]) -> VersionInfo:
-        """Store a new version: ``write(folder)`` saves the weights; the folder appears atomically."""
-        staging = self.root / f".staging-{uuid.uuid4().hex}"
-        staging.mkdir()
-        try:
-            write(staging)
-            (staging / ITEMS_FILE).write_text(json.dumps(items))
-            with self._locked():
+        """Store a new version: ``write(folder)`` saves the weights; the folder appears atomically.
+
+        The lock is held while the weights are written, so that a staging folder nobody holds the
+        lock for is a crashed writer's and can be removed (readers do not wait for it).
+        """
+        with self._locked():
+            staging = self.root / f".staging-{uuid.uuid4().hex}"
+            staging.mkdir()
+            try:
+                write(staging)
+                crash_point("add-mid-copy")
+                (staging / ITEMS_FILE).write_text(json.dumps(items))
                 numbers = [int(v.name[1:]) for v in self.root.glob("v[0-9]*")]
                 version = f"v{max(numbers, default=0) + 1:04d}"
                 record = VersionInfo(version=version, created_at=time.time(), **info)
                 _write_json_atomically(staging / VERSION_FILE, record.to_dict())
                 os.rename(staging, self.root / version)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
         return record
 
     def set_status(self, version: str, status: str, notes: str | None = None) -> VersionInfo:
+        """Mark a version candidate, rejected or retired; only ``promote`` and ``rollback`` make one live."""
+        if status == "live":
+            raise ValueError(f"set_status cannot make {version} live: promote it")
+        with self._locked():
+            return self._set_status(version, status, notes)
+
+    def _set_status(self, version: str, status: str, notes: str | None = None) -> VersionInfo:
         info = self.get(version)
         info.status = status
         if notes is not None:
@@ -149,9 +220,10 @@ class Registry:
             _write_json_atomically(
                 self.root / LIVE_FILE, {"version": version, "since": time.time(), "previous": stack}
             )
+            crash_point("promote-after-pointer")
             if previous and previous != version:
-                self.set_status(previous, "retired")
-            return self.set_status(info.version, "live")
+                self._set_status(previous, "retired")
+            return self._set_status(info.version, "live")
 
     def rollback_target(self) -> str | None:
         """The version that was live before the current one, if it still exists."""
@@ -171,11 +243,15 @@ class Registry:
                 self.root / LIVE_FILE, {"version": target, "since": time.time(), "previous": stack}
             )
             if current:
-                self.set_status(current, "retired", notes=f"rolled back to {target}")
-            return self.set_status(target, "live")
+                self._set_status(current, "retired", notes=f"rolled back to {target}")
+            return self._set_status(target, "live")
 
     def prune(self, keep: int) -> list[str]:
-        """Delete versions older than the newest ``keep``, except the live one and its rollback target."""
+        """Delete versions older than the newest ``keep``, except the live one and its rollback target.
+
+        Both are read from ``live.json``, never from statuses, so a crash that left the statuses
+        behind the pointer cannot get either deleted; a crash mid-prune only leaves work for the next.
+        """
         with self._locked():
             protected = {self.live(), self.rollback_target()}
             versions = [v.version for v in self.versions()]
@@ -184,6 +260,7 @@ class Registry:
                 trash = self.root / f".deleting-{version}-{uuid.uuid4().hex}"
                 os.rename(self.root / version, trash)  # atomic: the version vanishes at once
                 shutil.rmtree(trash, ignore_errors=True)
+                crash_point("prune-mid-delete")
             return doomed
 
     def items(self, version: str) -> list[str]:

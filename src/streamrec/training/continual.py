@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from streamrec.config import UpdateSettings
+from streamrec.faults import crash_point
 from streamrec.home import Home
 from streamrec.models.base import Recommender, TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
@@ -111,6 +112,7 @@ def run_update(
             progress=progress,
         )
         record = verdict.record()
+        crash_point("after-training")
         version = registry.add(
             verdict.candidate.save,
             prepared.items,
