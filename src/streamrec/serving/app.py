@@ -17,7 +17,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from streamrec.config import load_settings
-from streamrec.serving import problems, routes
+from streamrec.serving import openapi, problems, routes
 from streamrec.serving.access import Access, BodyLimit, Keys
 from streamrec.serving.metrics import MetricsMiddleware, ServingMetrics
 from streamrec.serving.runtime import Runtime
@@ -82,6 +82,7 @@ def create_app(
         # cores only fight over the GIL (see WORKER_THREADS for the measurement).
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         runtime = Runtime.open(home)
+        await anyio.to_thread.run_sync(runtime.warm_up)
         watcher = LiveWatcher(runtime)
         app.state.runtime = runtime
         app.state.updates = UpdateJobs(home)
@@ -110,6 +111,7 @@ def create_app(
     limit = settings.server.max_body_bytes
     app.add_middleware(BodyLimit, max_bytes=limit, too_large=lambda: problems.too_large(limit))
     problems.install(app)
+    openapi.install(app, access, routes.ROLES, settings.event_types)
     for router in routes.ROUTERS:
         app.include_router(router)
     return app

@@ -14,10 +14,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from streamrec.events import excerpt
 
@@ -64,15 +65,44 @@ def problem_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers, media_type=MEDIA_TYPE)
 
 
-def _from_pydantic(error: dict[str, Any]) -> dict[str, Any]:
-    """FastAPI's validation entry as a field problem: where it is and what is wrong, no input dump."""
-    location = [str(part) for part in error.get("loc", ())]
-    record = location[0] if location else "request"
-    field = ".".join(location[1:]) or None
-    problem = error.get("msg", "invalid")
-    if "input" in error and error.get("type") not in ("missing", "json_invalid"):
-        problem += f" (got {excerpt(error['input'])})"
-    return {"record": record, "field": field, "problem": problem}
+def field_problems(errors: list[Any], record: str | None = None) -> list[dict[str, Any]]:
+    """Pydantic's validation errors as one problem per field: where, and what is wrong (no input dump).
+
+    ``record`` names the record the errors' locations start in; else the location's first
+    part does (``body``, ``query``, ``path``). A union's alternatives, which pydantic reports
+    one by one, are joined into one problem.
+    """
+    merged: dict[tuple[str, str | None], list[str]] = {}
+    for error in errors:
+        if error.get("type") == "json_invalid":  # its location is a character position
+            position, reason = error["loc"][-1], error.get("ctx", {}).get("error", "")
+            merged[("body", None)] = [f"is not valid JSON at character {position} ({reason})"]
+            continue
+        parts = [part for part in error.get("loc", ()) if not _is_union_tag(part)]
+        if record is None:
+            name, parts = (str(parts[0]) if parts else "request"), parts[1:]
+        else:
+            name = record
+        if parts and isinstance(parts[0], int):  # an item of a list body
+            name, parts = f"{name}[{parts[0]}]", parts[1:]
+        field = ".".join(str(part) for part in parts) or None
+        problem = error.get("msg", "invalid")
+        if "input" in error and error.get("type") != "missing":
+            problem += f" (got {excerpt(error['input'])})"
+        merged.setdefault((name, field), [])
+        if problem not in merged[(name, field)]:
+            merged[(name, field)].append(problem)
+    return [
+        {"record": name, "field": field, "problem": "; or ".join(problems)}
+        for (name, field), problems in merged.items()
+    ]
+
+
+def _is_union_tag(part: object) -> bool:
+    """Pydantic names a union's alternatives in locations (``str``, ``constrained-str``, ``function-…``)."""
+    return isinstance(part, str) and (
+        part in ("str", "int", "float", "bool", "none", "dict[str,any]") or any(c in part for c in "-[(")
+    )
 
 
 def too_large(limit: int) -> JSONResponse:
@@ -84,11 +114,22 @@ async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
     if error.status_code == 413:
         return too_large(request.app.state.settings.server.max_body_bytes)
     detail = error.detail if isinstance(error.detail, str) else HTTPStatus(error.status_code).phrase
-    return problem_response(error.status_code, detail, headers=getattr(error, "headers", None))
+    headers = getattr(error, "headers", None)
+    if error.status_code == 405:  # every method the path takes, not only the first route's
+        headers = {**(headers or {}), "Allow": ", ".join(sorted(_allowed_methods(request)))}
+    return problem_response(error.status_code, detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route | APIRoute) and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods or set()
+    return methods
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    errors = [_from_pydantic(e) for e in error.errors()]
+    errors = field_problems(list(error.errors()))
     return problem_response(422, _summary(errors), errors)
 
 
@@ -102,35 +143,20 @@ def _summary(errors: list[dict[str, Any]]) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Render every error as a problem, and document the problem responses in the OpenAPI schema."""
+    """Render every error as a problem (:mod:`streamrec.serving.openapi` documents them)."""
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InvalidInput, _invalid_input)
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
-            schema["components"]["schemas"].update(_component_schemas())
-            for path in schema["paths"].values():
-                for operation in path.values():
-                    for code, response in operation["responses"].items():
-                        if code.startswith("4"):
-                            response["content"] = {
-                                MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
-                            }
-            app.openapi_schema = schema
-        return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _component_schemas() -> dict[str, Any]:
+def component_schemas() -> dict[str, Any]:
+    """The problem shape's JSON schemas, for the OpenAPI document's components."""
     schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     return {"FieldProblem": schema.pop("$defs")["FieldProblem"], "Problem": schema}
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The problem responses an operation documents (their content is filled in by :func:`install`)."""
+    """The problem responses an operation documents (their content: :mod:`streamrec.serving.openapi`)."""
     return {code: {"description": DESCRIPTIONS[code]} for code in codes}
 
 

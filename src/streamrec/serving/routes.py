@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import TypeAdapter, ValidationError
 
 from streamrec.config import Strategy
 from streamrec.events import MAX_ID_LENGTH as MAX_ID
@@ -23,10 +24,11 @@ from streamrec.home import UpdateInProgress
 from streamrec.items import validate_item
 from streamrec.serving.access import require
 from streamrec.serving.metrics import ServingMetrics
-from streamrec.serving.problems import InvalidInput, responses
+from streamrec.serving.problems import InvalidInput, field_problems, responses
 from streamrec.serving.runtime import Runtime
 from streamrec.serving.schemas import (
     MAX_K,
+    EventIn,
     EventsAccepted,
     Health,
     ItemBody,
@@ -52,7 +54,7 @@ def get_metrics(request: Request) -> ServingMetrics:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
-ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID, description="an item id")]
+ItemId = Annotated[str, Path(pattern=r"\S", max_length=MAX_ID, description="an item id")]
 ANY_REQUEST = (401, 403, 422, 429)  # keys, validation and the rate limit apply to every operation
 
 ops = APIRouter(tags=["ops"])  # health and metrics: open, for load balancers and scrapers
@@ -71,7 +73,7 @@ admin = APIRouter(
 
 @public.get("/recommend/{user_id}", response_model=Recommendations, tags=["recommend"])
 def recommend_user(
-    user_id: Annotated[str, Path(min_length=1, max_length=MAX_ID)],
+    user_id: Annotated[str, Path(pattern=r"\S", max_length=MAX_ID)],
     runtime: RuntimeDep,
     k: K = 10,
     exclude_seen: bool = True,
@@ -83,7 +85,7 @@ def recommend_user(
     return runtime.recommend(user_id, k, exclude_seen=exclude_seen, category=category or None)
 
 
-@public.post("/recommend", response_model=Recommendations, tags=["recommend"])
+@public.post("/recommend", response_model=Recommendations, tags=["recommend"], responses=responses(400, 413))
 def recommend_session(session: SessionRequest, runtime: RuntimeDep) -> dict[str, Any]:
     """Top-k for an anonymous session's items; with no known item, trending items."""
     return runtime.recommend_session(
@@ -148,12 +150,8 @@ def metrics(runtime: RuntimeDep, request: Request) -> PlainTextResponse:
 @writes.put("/items/{item_id}", response_model=ItemUpserted, tags=["items"])
 def put_item(item_id: ItemId, body: ItemBody, runtime: RuntimeDep, request: Request) -> dict[str, Any]:
     """Create or replace a catalogue item: searchable at once, recommendable too if the model reads text."""
-    fields = body.model_dump(exclude_unset=True)
-    if fields.get("item_id") not in (None, item_id):
-        problem = f"is {fields['item_id']!r} but the path says {item_id!r}"
-        raise InvalidInput([{"record": "item", "field": "item_id", "problem": problem}])
     try:
-        item = validate_item({**fields, "item_id": item_id}, where="item")
+        item = validate_item({**body.model_dump(exclude_none=True), "item_id": item_id}, where="item")
     except EventValidationError as error:
         raise InvalidInput([error.as_dict()]) from None
     recommendable = runtime.upsert_items([item])[item.item_id]
@@ -171,7 +169,16 @@ EVENTS_EXAMPLE = [
 ]
 
 
-@writes.post("/events", response_model=EventsAccepted, tags=["events"])
+EVENT_IN = TypeAdapter(EventIn)
+
+
+@writes.post(
+    "/events",
+    response_model=EventsAccepted,
+    tags=["events"],
+    # Each record is checked here, not by FastAPI, so one answer names every invalid record and field.
+    openapi_extra={"x-body-items": "EventIn"},
+)
 def post_events(
     records: Annotated[list[Any], Body(examples=[EVENTS_EXAMPLE])],
     runtime: RuntimeDep,
@@ -188,8 +195,12 @@ def post_events(
     schema: EventSchema = request.app.state.event_schema
     events, problems = [], []
     for i, record in enumerate(records):
+        where = f"events[{i}]"
         try:
-            events.append(schema.validate(record, where=f"events[{i}]"))
+            fields = EVENT_IN.validate_python(record).model_dump(exclude_none=True)
+            events.append(schema.validate(fields, where=where))
+        except ValidationError as error:
+            problems.extend(field_problems(error.errors(), where))
         except EventValidationError as error:
             problems.append(error.as_dict())
     if problems:
@@ -265,3 +276,4 @@ def update_status(request: Request) -> dict[str, Any]:
 
 
 ROUTERS = (ops, public, writes, admin)
+ROLES = {"read": public, "write": writes, "admin": admin}  # who may call each router (access.require)

@@ -275,6 +275,12 @@ class Runtime:
         with self._encode_lock:
             return self._encoder_for(text_model).encode(list(texts))
 
+    def warm_up(self) -> None:
+        """Load the query encoder now, so the first search does not wait seconds for it."""
+        search = self.loaded.search
+        if search is not None:
+            self.encode_query(search.text_model, "warm up")
+
     def encode_query(self, text_model: str, text: str) -> np.ndarray:
         with self._encode_lock:
             return self._encoder_for(text_model).encode([text], use_cache=False)[0]

@@ -4,10 +4,53 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from streamrec.events import MAX_ID_LENGTH
+from streamrec.events import MAX_EPOCH_SECONDS, MAX_ID_LENGTH
 from streamrec.items import MAX_TEXT_LENGTH
+
+
+def _not_text(value: Any) -> Any:
+    """A JSON integer field takes numbers only (``10`` or ``10.0``), never ``"10"`` or ``true``."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+JsonInt = Annotated[int, Field(strict=False), BeforeValidator(_not_text)]
+# An identifier: a string with something besides whitespace, or an integer (both as the log stores them).
+Identifier = (
+    Annotated[str, StringConstraints(pattern=r"\S", max_length=MAX_ID_LENGTH)]
+    | Annotated[JsonInt, Field(ge=-(10**100), le=10**100)]
+)
+# ISO-8601 date-times the log can place: 1971–4999, days the calendar always has, optional zone.
+ISO_TIME = (
+    r"^(197[1-9]|19[89][0-9]|[2-4][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+    r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?$"
+)
+
+Time = (
+    Annotated[float, Field(ge=0, le=MAX_EPOCH_SECONDS)]
+    | Annotated[str, StringConstraints(pattern=ISO_TIME)]
+    | None
+)
+
+
+class EventIn(BaseModel):
+    """One event. ``event_type``: one of the server's types; ``timestamp``: epoch seconds or ISO-8601
+    (absent: arrival time); ``event_id``: sending the same id again stores it once."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user_id: Identifier
+    item_id: Identifier
+    event_type: str
+    timestamp: Time = None
+    value: float | None = None
+    event_id: Identifier | None = None
+    context: dict[str, Any] | None = Field(None, description="a small JSON object (at most 4 KB)")
+
 
 MAX_K = 1000
 
@@ -45,27 +88,26 @@ class SimilarItems(BaseModel):
 class SessionRequest(BaseModel):
     """An anonymous session: the items it touched, oldest first; unknown ids are ignored."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
 
     items: list[Annotated[str, Field(max_length=MAX_ID_LENGTH)]] = Field(
         max_length=10_000, examples=[["i12", "i40", "i7"]]
     )
-    k: int = Field(10, ge=1, le=MAX_K)
-    exclude_seen: bool = True
+    k: JsonInt = Field(10, ge=1, le=MAX_K)
+    exclude_seen: Annotated[bool, Field(strict=True)] = True
     category: str | None = Field(None, max_length=MAX_ID_LENGTH)
 
 
 class ItemBody(BaseModel):
-    """Catalogue fields of one item; ``item_id`` comes from the path (if repeated here it must match)."""
+    """Catalogue fields of one item; its id is the path's."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    item_id: str | None = Field(None, max_length=MAX_ID_LENGTH)
     title: str = Field("", max_length=MAX_TEXT_LENGTH)
     description: str = Field("", max_length=MAX_TEXT_LENGTH)
     category: str = Field("", max_length=MAX_ID_LENGTH)
-    attributes: dict[str, Any] | str | None = None
-    created_at: float | str | None = Field(None, description="epoch seconds or ISO-8601; default: now")
+    attributes: dict[str, Any] | None = Field(None, description="a small JSON object (brand, year…)")
+    created_at: Time = Field(None, description="epoch seconds or ISO-8601; default: now")
 
 
 class ItemUpserted(BaseModel):
