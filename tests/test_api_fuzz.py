@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,7 +84,8 @@ def schemathesis_run(url: str, *options: str) -> subprocess.CompletedProcess:
         *("run", f"{url}/openapi.json", "--checks", "all", "--workers", "1", "--seed", "1"),
         *("--generation-database", "none", "--no-color", *options),
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=900)
+    scratch = tempfile.mkdtemp(prefix="streamrec-fuzz-")  # schemathesis writes its state in its cwd
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=scratch)
 
 
 def test_every_operation_keeps_its_schema_with_the_admin_key(server: str) -> None:
