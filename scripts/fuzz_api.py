@@ -4,7 +4,9 @@ Builds a small trained home, starts ``streamrec serve`` on loopback with an admi
 ``schemathesis run --checks all`` over every operation: generated valid and invalid requests,
 each answer checked for 5xx, undocumented status codes, headers and bodies off their schema,
 invalid input accepted and valid input refused. The run with the key reaches past
-authentication; ``--without-key`` adds a pass that sends none (the documented 401s)::
+authentication; ``--without-key`` adds a pass that sends none (the documented 401s). First it
+measures the request bounds: a 100 MB body (declared, then streamed without a length) and a
+600,000-event batch, each with its status, time, answer size and the server's RSS growth::
 
     .venv/bin/python scripts/fuzz_api.py --examples 400 --out results/fuzz-api.json
 
@@ -23,10 +25,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from streamrec.config import Settings
 from streamrec.data.synthetic import StreamConfig, generate
@@ -58,9 +62,15 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int
+
+
 @contextmanager
-def running_server(home: Path, key: str = KEY) -> Iterator[str]:
-    """``streamrec serve`` on a free loopback port with ``key`` as its admin key; yields its URL."""
+def running_server(home: Path, key: str = KEY) -> Iterator[Server]:
+    """``streamrec serve`` on a free loopback port with ``key`` as its admin key."""
     port = free_port()
     log = home.parent / "server.log"
     command = [sys.executable, "-m", "streamrec.cli", "serve", "--home", str(home), "--port", str(port)]
@@ -81,7 +91,7 @@ def running_server(home: Path, key: str = KEY) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("the server did not answer /health:\n" + log.read_text()[-3000:])
             time.sleep(0.3)
-        yield url
+        yield Server(url, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -124,6 +134,46 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def probe_limits(server: Server, *, megabytes: int = 100, events: int = 600_000) -> dict[str, Any]:
+    """Huge bodies, declared and streamed, and a huge valid batch: status, time, answer size, RSS growth."""
+    process = psutil.Process(server.pid)
+    headers = {"X-API-Key": KEY, "content-type": "application/json"}
+    chunk = b"[" + b"1," * (512 * 1024 - 1)  # 1 MiB of a JSON array that never ends
+
+    def streamed() -> Iterator[bytes]:
+        for _ in range(megabytes):
+            yield chunk
+
+    event = b'{"user_id":"u1","item_id":"i1","event_type":"view"}'
+    batch = b"[" + b",".join([event] * events) + b"]"
+    probes = {
+        f"{megabytes}_mb_declared": {"content": b"[" + b"1," * (megabytes * 512 * 1024) + b"1]"},
+        f"{megabytes}_mb_streamed": {"content": streamed()},
+        f"{events}_events": {"content": batch},
+    }
+    found = {}
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for name, request in probes.items():
+            before = process.memory_info().rss
+            started = time.perf_counter()
+            try:
+                response = client.post("/events", headers=headers, **request)
+                status, size = response.status_code, len(response.content)
+            except httpx.HTTPError as error:  # the server may close the connection after its 413
+                status, size = type(error).__name__, 0
+            seconds = time.perf_counter() - started
+            grown = (process.memory_info().rss - before) / 2**20
+            found[name] = {
+                "body_bytes": len(request["content"]) if isinstance(request["content"], bytes) else None,
+                "status": status,
+                "seconds": round(seconds, 3),
+                "answer_bytes": size,
+                "server_rss_growth_mb": round(grown, 1),
+            }
+            print(name, found[name])
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=400, help="generated cases per operation and phase")
@@ -134,15 +184,17 @@ def main() -> None:
     runs = {}
     with tempfile.TemporaryDirectory(prefix="streamrec-fuzz-home-") as scratch:
         home = build_home(Path(scratch) / "home")
-        with running_server(home) as url:
+        with running_server(home) as server:
+            limits = probe_limits(server)
             passes = [("with_admin_key", KEY), *([("without_key", None)] if args.without_key else [])]
             for name, key in passes:
-                report, _ = fuzz(url, args.examples, key=key, seed=args.seed)
+                report, _ = fuzz(server.url, args.examples, key=key, seed=args.seed)
                 runs[name] = summary(report)
                 print(name, json.dumps(runs[name]))
     result = {
         "command": "python " + " ".join(sys.argv),
         "schemathesis": f"schemathesis run --checks all --max-examples {args.examples} --seed {args.seed}",
+        "request_limits": limits,
         "runs": runs,
         "cases": sum(run["cases"] for run in runs.values()),
         "failures": sum(run["unique_failures"] + run["errors"] for run in runs.values()),

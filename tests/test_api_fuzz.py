@@ -11,6 +11,7 @@ authentication; one sends none, so the documented 401s are checked too.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fuzz_api.py"
 _spec = importlib.util.spec_from_file_location("fuzz_api", SCRIPT)
 assert _spec is not None and _spec.loader is not None
 fuzz_api = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = fuzz_api  # its dataclass looks its module up
 _spec.loader.exec_module(fuzz_api)
 
 EXAMPLES = 25  # generated cases per operation and phase, in make test
@@ -30,8 +32,8 @@ EXAMPLES = 25  # generated cases per operation and phase, in make test
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = fuzz_api.build_home(tmp_path_factory.mktemp("fuzz") / "home")
-    with fuzz_api.running_server(home) as url:
-        yield url
+    with fuzz_api.running_server(home) as running:
+        yield running.url
 
 
 @pytest.mark.parametrize(("examples", "key"), [(EXAMPLES, fuzz_api.KEY), (5, None)], ids=["admin", "no-key"])
