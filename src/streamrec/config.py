@@ -67,7 +67,7 @@ class UpdateSettings(BaseModel):
     # are kept as set); skipped when fewer than ``tune_min_examples`` events would judge candidates.
     tune: bool = True
     tune_share: float = Field(0.2, gt=0, lt=1)
-    tune_min_examples: int = Field(200, ge=1)
+    tune_min_examples: int = Field(100, ge=1)
 
     # When the worker updates: after this many new events, or this long after the last attempt.
     every_events: int = Field(10_000, ge=1)

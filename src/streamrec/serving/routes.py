@@ -28,6 +28,7 @@ from streamrec.serving.problems import InvalidInput, field_problems, responses
 from streamrec.serving.runtime import Runtime
 from streamrec.serving.schemas import (
     MAX_K,
+    NOT_BLANK,
     EventIn,
     EventsAccepted,
     Health,
@@ -54,7 +55,7 @@ def get_metrics(request: Request) -> ServingMetrics:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
-ItemId = Annotated[str, Path(pattern=r"\S", max_length=MAX_ID, description="an item id")]
+ItemId = Annotated[str, Path(pattern=NOT_BLANK, max_length=MAX_ID, description="an item id")]
 ANY_REQUEST = (401, 403, 422, 429)  # keys, validation and the rate limit apply to every operation
 
 ops = APIRouter(tags=["ops"])  # health and metrics: open, for load balancers and scrapers
@@ -73,7 +74,7 @@ admin = APIRouter(
 
 @public.get("/recommend/{user_id}", response_model=Recommendations, tags=["recommend"])
 def recommend_user(
-    user_id: Annotated[str, Path(pattern=r"\S", max_length=MAX_ID)],
+    user_id: Annotated[str, Path(pattern=NOT_BLANK, max_length=MAX_ID)],
     runtime: RuntimeDep,
     k: K = 10,
     exclude_seen: bool = True,

@@ -18,9 +18,11 @@ def _not_text(value: Any) -> Any:
 
 
 JsonInt = Annotated[int, Field(strict=False), BeforeValidator(_not_text)]
+# Something besides whitespace, as Python's str.strip() knows it (regex dialects disagree on \s).
+NOT_BLANK = "[^\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
 # An identifier: a string with something besides whitespace, or an integer (both as the log stores them).
 Identifier = (
-    Annotated[str, StringConstraints(pattern=r"\S", max_length=MAX_ID_LENGTH)]
+    Annotated[str, StringConstraints(pattern=NOT_BLANK, max_length=MAX_ID_LENGTH)]
     | Annotated[JsonInt, Field(ge=-(10**100), le=10**100)]
 )
 # ISO-8601 date-times the log can place: 1971–4999, days the calendar always has, optional zone.
