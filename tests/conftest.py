@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from pg_server import pg_url  # noqa: F401 — the session's PostgreSQL server, for any test that asks
+
 
 @pytest.fixture
 def home(built_home: Path, tmp_path: Path) -> Path:

@@ -1,21 +1,68 @@
-"""The event log's contract: ordered offsets, idempotency, the reads training and serving use."""
+"""The store's contract, one suite that every backend passes: SQLite and PostgreSQL.
+
+A backend joins by subclassing :class:`StoreContract` with a ``location`` fixture (what
+``open_store`` takes) that gives each test an empty store. PostgreSQL runs on a server the
+tests start themselves (``pg_server.py``) and skips, saying why, where that cannot run.
+"""
+
+from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from streamrec.events import Event
 from streamrec.items import Item
-from streamrec.store import open_store
+from streamrec.store import Store, open_store
+from streamrec.store.postgres import scratch_schema, with_search_path
 
 
 def ev(user: str, item: str, ts: float, event_id: str | None = None) -> Event:
     return Event(user, item, "view", ts, None, event_id, None)
 
 
-def test_offsets_strictly_increase_across_batches(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+# Each writer process appends BATCHES batches of its own events; every fifth batch also
+# re-sends events that every writer sends (same event_id), which exactly one of them stores.
+WRITERS, BATCHES, SIZE, SHARED = 4, 15, 20, 5
+WRITER = textwrap.dedent(
+    f"""
+    import pathlib, sys, time
+    from streamrec.events import Event
+    from streamrec.store import open_store
+
+    location, me, go = sys.argv[1], int(sys.argv[2]), pathlib.Path(sys.argv[3])
+    with open_store(location) as store:
+        while not go.exists():
+            time.sleep(0.002)
+        for b in range({BATCHES}):
+            batch = [Event(f"w{{me}}", f"i{{j}}", "view", float(b), None, f"w{{me}}-{{b}}-{{j}}")
+                     for j in range({SIZE})]
+            if b % 5 == 0:
+                batch += [Event("shared", f"s{{j}}", "click", 0.0, None, f"shared-{{b}}-{{j}}")
+                          for j in range({SHARED})]
+            store.log.append(batch)
+    """
+)
+
+
+class StoreContract:
+    """What every backend of ``open_store`` must do; subclasses give ``location``."""
+
+    @pytest.fixture
+    def store(self, location: str) -> Iterator[Store]:
+        with open_store(location) as store:
+            yield store
+
+    def test_offsets_strictly_increase_across_batches(self, store: Store) -> None:
         first = store.log.append([ev("u1", "a", 3), ev("u2", "b", 1)])
         second = store.log.append([ev("u1", "c", 2)])
         assert (first.first_offset, first.last_offset) == (1, 2)
@@ -23,11 +70,18 @@ def test_offsets_strictly_increase_across_batches(tmp_path: Path) -> None:
         offsets = [logged.offset for logged in store.log.read_after(0)]
         assert offsets == [1, 2, 3]
         assert [logged.event.item_id for logged in store.log.read_after(1, limit=1)] == ["b"]
+        assert [logged.offset for logged in store.log.read_after(2)] == [3]
+        assert store.log.read_after(3) == []
         assert store.log.last_offset() == 3
 
+    def test_events_come_back_as_they_went_in(self, store: Store) -> None:
+        sent = Event("u1", "i1", "purchase", 1.5, 4.25, "e1", {"page": "home", "rank": 3, "a": [1]})
+        store.log.append([sent, ev("u2", "i2", 2.0)])
+        logged = store.log.read_after(0)
+        assert [entry.event for entry in logged] == [sent, ev("u2", "i2", 2.0)]
+        assert list(logged[0].event.context or {}) == ["page", "rank", "a"]  # key order kept
 
-def test_event_id_makes_resending_idempotent(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+    def test_event_id_makes_resending_idempotent(self, store: Store) -> None:
         store.log.append([ev("u1", "a", 1, "e1"), ev("u1", "b", 2, "e2")])
         again = store.log.append([ev("u1", "a", 1, "e1"), ev("u1", "c", 3, "e3"), ev("u1", "c", 3, "e3")])
         assert (again.accepted, again.duplicates) == (1, 2)
@@ -37,71 +91,188 @@ def test_event_id_makes_resending_idempotent(tmp_path: Path) -> None:
         assert stats["duplicates_skipped"] == 2
         nothing = store.log.append([ev("u1", "a", 1, "e1")])
         assert (nothing.accepted, nothing.first_offset) == (0, 0)
+        mixed = store.log.append([ev("u1", "x", 4), ev("u1", "a", 1, "e1"), ev("u1", "y", 5)])
+        assert (mixed.accepted, mixed.duplicates, mixed.first_offset, mixed.last_offset) == (2, 1, 4, 5)
+        assert [e.offset for e in store.log.read_after(0)] == [1, 2, 3, 4, 5]  # no gap where e1 was
 
+    def test_a_failing_batch_stores_nothing_and_leaves_no_gap(self, store: Store) -> None:
+        store.log.append([ev("u1", "a", 1)])
+        broken = Event("u1", "c", "view", object(), None, "e-broken", None)  # type: ignore[arg-type]
+        with pytest.raises(Exception):  # noqa: B017 — each backend's driver raises its own error
+            store.log.append([ev("u1", "b", 2, "e-good"), broken])
+        assert store.log.last_offset() == 1
+        assert store.log.append([ev("u1", "b", 2, "e-good")]).first_offset == 2  # e-good was not kept
 
-def test_recent_items_orders_by_time_then_offset(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+    def test_failed_transaction_leaves_nothing(self, store: Store) -> None:
+        store.log.append([ev("u1", "a", 1)])
+        with pytest.raises(RuntimeError), store.transaction():
+            store.log.append([ev("u1", "b", 2)])
+            store.catalog.upsert([Item("i9", "x")])
+            assert store.log.last_offset() == 2  # the transaction sees its own writes
+            raise RuntimeError("crash in the middle")
+        assert store.log.last_offset() == 1
+        assert len(store.catalog) == 0
+
+    def test_recent_items_orders_by_time_then_offset(self, store: Store) -> None:
         # Out-of-order arrival and a timestamp tie: (ts, offset) decides.
         store.log.append(
             [ev("u1", "late", 10), ev("u1", "early", 1), ev("u1", "tie1", 5), ev("u1", "tie2", 5)]
         )
-        store.log.append([ev("u2", "x", 1)])
-        assert store.log.recent_items("u1", 10) == ["early", "tie1", "tie2", "late"]
-        assert store.log.recent_items("u1", 2) == ["tie2", "late"]
+        store.log.append([ev("u2", "x", 1), ev("u1", "tie3", 5)])
+        assert store.log.recent_items("u1", 10) == ["early", "tie1", "tie2", "tie3", "late"]
+        assert store.log.recent_items("u1", 2) == ["tie3", "late"]
         assert store.log.recent_items("nobody", 5) == []
 
+    def test_time_range(self, store: Store) -> None:
+        store.log.append([ev("u1", "a", 1), ev("u2", "c", 5), ev("u1", "b", 5), ev("u2", "d", 9)])
+        assert [e.event.item_id for e in store.log.time_range(5, 9)] == ["c", "b"]
+        assert [e.offset for e in store.log.time_range(0, 100)] == [1, 2, 3, 4]
 
-def test_time_range(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
-        store.log.append([ev("u1", "a", 1), ev("u1", "b", 5), ev("u2", "c", 5), ev("u2", "d", 9)])
-        assert [e.event.item_id for e in store.log.time_range(5, 9)] == ["b", "c"]
+    def test_popular_items_counts_after_an_offset_ties_by_id(self, store: Store) -> None:
+        store.log.append([ev("u1", "z", 1), ev("u1", "z", 2), ev("u2", "b", 1)])
+        store.log.append([ev("u3", "a", 1), ev("u3", "b", 2), ev("u3", "B", 3), ev("u4", "z", 1)])
+        assert store.log.popular_items(0, 10) == [("z", 3), ("b", 2), ("B", 1), ("a", 1)]
+        assert store.log.popular_items(3, 2) == [("B", 1), ("a", 1)]  # bytes order: "B" < "a"
 
-
-def test_sequences_export_is_sorted_and_coded(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+    def test_sequences_export_is_sorted_and_coded(self, store: Store) -> None:
         store.log.append([ev("u2", "b", 2), ev("u1", "a", 9), ev("u1", "b", 1), ev("u2", "a", 2)])
-        store.log.append([ev("u1", "c", 9)])
+        store.log.append([ev("u1", "c", 9), Event("u1", "d", "rating", 10, 4.5)])
         table = store.log.sequences()
         decoded = {
             table.users[u]: [table.items[i] for i in table.user_items(u)] for u in range(len(table.users))
         }
-        assert decoded == {"u1": ["b", "a", "c"], "u2": ["b", "a"]}
+        assert decoded == {"u1": ["b", "a", "c", "d"], "u2": ["b", "a"]}
         assert np.all(np.diff(table.user_codes) >= 0)
-        partial = store.log.sequences(through_offset=2)
-        assert len(partial) == 2
+        assert table.offsets.tolist() == [1, 4, 3, 2, 5, 6]  # users coded in order of first event
+        assert table.timestamps.tolist() == [2, 2, 1, 9, 9, 10]
+        assert [table.type_names[t] for t in table.event_types] == ["view"] * 5 + ["rating"]
+        assert np.isnan(table.values[:5]).all() and table.values[5] == 4.5
+        assert len(store.log.sequences(through_offset=2)) == 2
+        assert len(store.log.sequences(through_offset=0)) == 0
 
+    def test_stats_count_the_log(self, store: Store) -> None:
+        store.log.append([ev("u1", "a", 5, "e1"), ev("u2", "a", 7)], untimed=1)
+        store.log.append([ev("u1", "a", 5, "e1")])
+        store.catalog.upsert([Item("a", "A")])
+        stats = store.stats()
+        expected = {"events": 2, "users": 2, "items": 1, "last_offset": 2, "duplicates_skipped": 1}
+        assert {key: stats[key] for key in expected} == expected
+        assert (stats["first_timestamp"], stats["last_timestamp"]) == (5, 7)
+        assert stats["event_types"] == {"view": 2}
+        assert stats["events_without_timestamp"] == 1
+        assert stats["catalog_items"] == 1
 
-def test_catalog_upsert_keeps_created_at(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+    def test_catalog_upsert_keeps_created_at_and_first_position(self, store: Store) -> None:
         store.catalog.upsert([Item("i1", "Old title", created_at=100.0)])
-        store.catalog.upsert([Item("i1", "New title", created_at=999.0), Item("i2", "Other")])
+        store.catalog.upsert(
+            [Item("i3", "Third"), Item("i1", "New title", created_at=999.0), Item("i2", "x")]
+        )
         item = store.catalog.get("i1")
         assert item is not None
         assert (item.title, item.created_at) == ("New title", 100.0)
-        assert len(store.catalog) == 2
-        assert [i.item_id for i in store.catalog.all()] == ["i1", "i2"]
+        assert len(store.catalog) == 3
+        assert [i.item_id for i in store.catalog.all()] == ["i1", "i3", "i2"]
         assert store.catalog.get("missing") is None
 
+    def test_catalog_keeps_every_field(self, store: Store) -> None:
+        attributes = {"year": 1999, "genres": ["a", "b"], "brand": "Z"}
+        store.catalog.upsert([Item("i1", "T", "D", "C", attributes, 12.5), Item("i2")])
+        assert store.catalog.get("i1") == Item("i1", "T", "D", "C", attributes, 12.5)
+        assert list(store.catalog.all()[0].attributes or {}) == ["year", "genres", "brand"]  # text order
+        assert store.catalog.all()[1].attributes is None
 
-def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
-        store.log.append([ev("u1", "a", 1)])
+    def test_concurrent_writer_processes_get_gap_free_offsets_and_each_event_once(
+        self, location: str, tmp_path: Path
+    ) -> None:
+        go = tmp_path / "go"
+        writers = [
+            subprocess.Popen([sys.executable, "-c", WRITER, location, str(me), str(go)])
+            for me in range(WRITERS)
+        ]
+        seen: list[int] = []
+        failures: list[str] = []
+        done = threading.Event()
+
+        def read_while_they_write() -> None:  # a reader must never see offset N+1 before N
+            with open_store(location) as reader:
+                while not done.is_set():
+                    for entry in reader.log.read_after(len(seen)):
+                        if entry.offset != len(seen) + 1:
+                            failures.append(f"read offset {entry.offset} after {len(seen)}")
+                            return
+                        seen.append(entry.offset)
+                    time.sleep(0.001)
+
+        with open_store(location):
+            pass  # the schema exists before the reader starts (writers race to create it too)
+        reader = threading.Thread(target=read_while_they_write)
+        reader.start()
+        go.touch()
         try:
-            with store.transaction():
-                store.log.append([ev("u1", "b", 2)])
-                store.catalog.upsert([Item("i9", "x")])
-                raise RuntimeError("crash in the middle")
-        except RuntimeError:
-            pass
-        assert store.log.last_offset() == 1
-        assert len(store.catalog) == 0
+            codes = [writer.wait(120) for writer in writers]
+        finally:
+            done.set()
+            reader.join()
+        assert codes == [0] * WRITERS
+        assert failures == []
+        with open_store(location) as store:
+            logged = store.log.read_after(0)
+        ids = [entry.event.event_id for entry in logged]
+        shared = (BATCHES + 4) // 5 * SHARED
+        assert len(logged) == WRITERS * BATCHES * SIZE + shared
+        assert [entry.offset for entry in logged] == list(range(1, len(logged) + 1))
+        assert len(set(ids)) == len(ids)
+        assert sum(event_id.startswith("shared-") for event_id in ids) == shared
+        for me in range(WRITERS):  # each writer's events in the order it sent them
+            mine = [event_id for event_id in ids if event_id.startswith(f"w{me}-")]
+            assert mine == [f"w{me}-{b}-{j}" for b in range(BATCHES) for j in range(SIZE)]
+        assert len(seen) > 0
 
 
-def test_database_is_wal_and_intact(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+class TestSQLite(StoreContract):
+    @pytest.fixture
+    def location(self, tmp_path: Path) -> str:
+        return str(tmp_path / "home")
+
+    def test_a_sqlite_url_names_the_file(self, tmp_path: Path) -> None:
+        with open_store(f"sqlite:///{tmp_path}/elsewhere.sqlite") as store:
+            store.log.append([ev("u1", "a", 1)])
+        assert (tmp_path / "elsewhere.sqlite").exists()
+
+    def test_database_is_wal_and_intact(self, store: Store) -> None:
         store.log.append([ev("u1", "a", 1)])
-        path = store.database.path
-    connection = sqlite3.connect(path)
-    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    connection.close()
+        connection = sqlite3.connect(store.database.path)  # type: ignore[attr-defined]
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        connection.close()
+
+
+class TestPostgreSQL(StoreContract):
+    @pytest.fixture
+    def location(self, pg_url: str) -> Iterator[str]:
+        with scratch_schema(pg_url, f"test_{uuid.uuid4().hex[:12]}") as url:
+            yield url
+
+    def test_urls_pick_the_backend(self, location: str) -> None:
+        with open_store(location.replace("postgresql://", "postgresql+psycopg://", 1)) as store:
+            assert type(store.log).__name__ == "PostgresEventLog"
+        with pytest.raises(ValueError, match="unsupported URL"):
+            open_store("mysql://somewhere/db")
+
+    def test_nul_characters_are_refused_with_a_clear_error(self, store: Store) -> None:
+        with pytest.raises(ValueError, match="NUL"):
+            store.log.append([ev("u\x00", "a", 1)])
+        assert store.log.last_offset() == 0
+
+    def test_a_search_path_keeps_schemas_apart(self, pg_url: str) -> None:
+        assert with_search_path("postgresql://u@h:1/db?sslmode=disable", "s1") == (
+            "postgresql://u@h:1/db?sslmode=disable&options=-csearch_path%3Ds1"
+        )
+        with (
+            scratch_schema(pg_url, "contract_a") as a,
+            scratch_schema(pg_url, "contract_b") as b,
+            open_store(a) as first,
+            open_store(b) as second,
+        ):
+            first.log.append([ev("u1", "a", 1)])
+            assert (first.log.last_offset(), second.log.last_offset()) == (1, 0)

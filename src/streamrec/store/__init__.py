@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
-from streamrec.store.base import AppendResult, Catalog, EventLog, LoggedEvent, SequenceTable
+from streamrec.store.base import AppendResult, Catalog, Database, EventLog, LoggedEvent, SequenceTable
 from streamrec.store.sqlite import SQLiteCatalog, SQLiteDatabase, SQLiteEventLog
 
 __all__ = [
@@ -27,12 +27,13 @@ __all__ = [
 ]
 
 DATABASE_FILE = "streamrec.sqlite"
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")  # psycopg is imported only for these
 
 
 class Store:
-    """The event log and the catalogue of one streamrec home directory."""
+    """The event log and the catalogue of one streamrec home, on the connection they share."""
 
-    def __init__(self, log: EventLog, catalog: Catalog, database: SQLiteDatabase) -> None:
+    def __init__(self, log: EventLog, catalog: Catalog, database: Database) -> None:
         self.log = log
         self.catalog = catalog
         self.database = database
@@ -60,8 +61,9 @@ def open_store(location: str | Path, *, synchronous: str = "FULL") -> Store:
     """Open (creating if needed) the store at ``location``: a home folder, or a URL.
 
     URLs name the backend, as SQLAlchemy spells them: ``sqlite:///relative/file.sqlite``,
-    ``sqlite:////absolute/file.sqlite`` (the only backend so far); a folder holds
-    ``streamrec.sqlite``.
+    ``sqlite:////absolute/file.sqlite``, ``postgresql://user:password@host:port/database``
+    (libpq's URI: ``?sslmode=…`` and the like work); a folder holds ``streamrec.sqlite``.
+    ``synchronous`` is SQLite's setting; on PostgreSQL, ``OFF`` means ``synchronous_commit=off``.
     """
     text = str(location)
     scheme, separator, rest = text.partition("://")
@@ -69,7 +71,14 @@ def open_store(location: str | Path, *, synchronous: str = "FULL") -> Store:
         path = Path(text) / DATABASE_FILE
     elif scheme == "sqlite" and rest.startswith("/"):
         path = Path(rest[1:])
+    elif scheme in POSTGRES_SCHEMES:
+        from streamrec.store.postgres import PostgresCatalog, PostgresDatabase, PostgresEventLog
+
+        pg = PostgresDatabase(text, synchronous=synchronous)
+        return Store(PostgresEventLog(pg), PostgresCatalog(pg), pg)
     else:
-        raise ValueError(f"store: unsupported URL {text!r} (known: sqlite:///PATH, or a home folder)")
+        raise ValueError(
+            f"store: unsupported URL {text!r} (known: sqlite:///PATH, postgresql://…, or a home folder)"
+        )
     database = SQLiteDatabase(path, synchronous=synchronous)
     return Store(SQLiteEventLog(database), SQLiteCatalog(database), database)

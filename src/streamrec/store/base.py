@@ -1,14 +1,17 @@
 """The storage contracts: an append-only event log and an item catalogue.
 
-The default backend is SQLite (:mod:`streamrec.store.sqlite`); another one
-(PostgreSQL, say) implements these two small interfaces and nothing else.
+The default backend is SQLite (:mod:`streamrec.store.sqlite`); PostgreSQL
+(:mod:`streamrec.store.postgres`) implements the same two small interfaces and
+passes the same contract tests (``tests/test_store.py``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -57,13 +60,58 @@ class SequenceTable:
     def user_items(self, user_code: int) -> np.ndarray:
         return self.item_codes[self.user_ptr[user_code] : self.user_ptr[user_code + 1]]
 
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple]) -> SequenceTable:
+        """From ``(offset, user, item, type, timestamp, value)`` rows: ids interned, sorted with numpy."""
+        user_index: dict[str, int] = {}
+        item_index: dict[str, int] = {}
+        type_index: dict[str, int] = {}
+        n = len(rows)
+        offsets = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
+        user_codes = np.fromiter((user_index.setdefault(r[1], len(user_index)) for r in rows), np.int32, n)
+        item_codes = np.fromiter((item_index.setdefault(r[2], len(item_index)) for r in rows), np.int32, n)
+        type_codes = np.fromiter((type_index.setdefault(r[3], len(type_index)) for r in rows), np.int8, n)
+        timestamps = np.fromiter((r[4] for r in rows), dtype=np.float64, count=n)
+        values = np.fromiter((np.nan if r[5] is None else r[5] for r in rows), dtype=np.float32, count=n)
+        order = np.lexsort((offsets, timestamps, user_codes))
+        user_codes = user_codes[order]
+        counts = np.bincount(user_codes, minlength=len(user_index))
+        user_ptr = np.zeros(len(user_index) + 1, dtype=np.int64)
+        np.cumsum(counts, out=user_ptr[1:])
+        return cls(
+            users=list(user_index),
+            items=list(item_index),
+            user_codes=user_codes,
+            item_codes=item_codes[order],
+            timestamps=timestamps[order],
+            offsets=offsets[order],
+            event_types=type_codes[order],
+            values=values[order],
+            type_names=list(type_index),
+            user_ptr=user_ptr,
+        )
+
+
+class Database(Protocol):
+    """The connection a backend's log and catalogue share: one transaction can span both."""
+
+    def transaction(self) -> AbstractContextManager[object]:
+        """Nested blocks join the outermost one, which alone commits (or rolls back everything)."""
+        ...
+
+    def close(self) -> None: ...
+
 
 class EventLog(ABC):
     """Append-only, durable, totally ordered by offset (1, 2, 3, …)."""
 
     @abstractmethod
-    def append(self, events: Sequence[Event]) -> AppendResult:
-        """Store a batch atomically and durably; events whose ``event_id`` is known are skipped."""
+    def append(self, events: Sequence[Event], *, untimed: int = 0) -> AppendResult:
+        """Store a batch atomically and durably; events whose ``event_id`` is known are skipped.
+
+        Offsets of one batch are contiguous and follow the last committed batch's; ``untimed``
+        counts the batch's events that were given their arrival time (reported by ``stats``).
+        """
 
     @abstractmethod
     def last_offset(self) -> int: ...

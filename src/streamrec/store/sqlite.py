@@ -16,8 +16,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-
 from streamrec.events import Event
 from streamrec.items import Item
 from streamrec.store.base import AppendResult, Catalog, EventLog, LoggedEvent, SequenceTable
@@ -219,7 +217,7 @@ class SQLiteEventLog(EventLog):
             " ORDER BY offset",
             (limit,),
         )
-        return _sequence_table(rows)
+        return SequenceTable.from_rows(rows)
 
     def stats(self) -> dict[str, object]:
         (events, last, first_ts, last_ts) = self.db.query(
@@ -249,37 +247,6 @@ class SQLiteEventLog(EventLog):
 
     def close(self) -> None:
         self.db.close()
-
-
-def _sequence_table(rows: list[tuple]) -> SequenceTable:
-    """Intern ids to codes and sort by (user, timestamp, offset) with numpy."""
-    user_index: dict[str, int] = {}
-    item_index: dict[str, int] = {}
-    type_index: dict[str, int] = {}
-    n = len(rows)
-    offsets = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-    user_codes = np.fromiter((user_index.setdefault(r[1], len(user_index)) for r in rows), np.int32, n)
-    item_codes = np.fromiter((item_index.setdefault(r[2], len(item_index)) for r in rows), np.int32, n)
-    type_codes = np.fromiter((type_index.setdefault(r[3], len(type_index)) for r in rows), np.int8, n)
-    timestamps = np.fromiter((r[4] for r in rows), dtype=np.float64, count=n)
-    values = np.fromiter((np.nan if r[5] is None else r[5] for r in rows), dtype=np.float32, count=n)
-    order = np.lexsort((offsets, timestamps, user_codes))
-    user_codes = user_codes[order]
-    counts = np.bincount(user_codes, minlength=len(user_index))
-    user_ptr = np.zeros(len(user_index) + 1, dtype=np.int64)
-    np.cumsum(counts, out=user_ptr[1:])
-    return SequenceTable(
-        users=list(user_index),
-        items=list(item_index),
-        user_codes=user_codes,
-        item_codes=item_codes[order],
-        timestamps=timestamps[order],
-        offsets=offsets[order],
-        event_types=type_codes[order],
-        values=values[order],
-        type_names=list(type_index),
-        user_ptr=user_ptr,
-    )
 
 
 class SQLiteCatalog(Catalog):
