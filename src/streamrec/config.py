@@ -120,6 +120,9 @@ class Settings(BaseSettings):
 
     # Event types accepted besides the defaults (e.g. ["wishlist", "share"]).
     extra_event_types: tuple[str, ...] = ()
+    # Where events and items live: a URL such as postgresql://user@host:5432/db; unset: the home's
+    # streamrec.sqlite. The registry and the text cache stay in the home folder either way.
+    store: str | None = None
     # SQLite durability: FULL syncs every committed batch to disk before acknowledging it.
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
     ingest_batch_size: int = Field(20_000, ge=1)  # events per committed batch when ingesting files

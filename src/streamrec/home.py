@@ -1,6 +1,6 @@
 """A home: the folder one deployment owns, and the handles to what is in it.
 
-It holds the store (``streamrec.sqlite``, or a URL), the model registry
+It holds the store (``streamrec.sqlite``, or the ``store`` setting's URL), the model registry
 (``models/``), the text-embedding cache and ``streamrec.toml``; one update runs
 in it at a time. Everything that works on a home (the CLI, the server, the
 worker, updates) opens it through here, so the layout is written down once.
@@ -41,7 +41,11 @@ class Home:
         return cls(Path(path), load_settings(path))
 
     def open_store(self, *, synchronous: str | None = None) -> Store:
-        return open_store(self.path, synchronous=synchronous or self.settings.synchronous)
+        """The store the settings name (``store = "postgresql://…"``), else the home's SQLite file."""
+        self.path.mkdir(parents=True, exist_ok=True)  # the registry lives here whatever the store
+        return open_store(
+            self.settings.store or self.path, synchronous=synchronous or self.settings.synchronous
+        )
 
     @property
     def models(self) -> Path:

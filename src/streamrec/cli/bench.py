@@ -120,7 +120,7 @@ def add_commands(command) -> None:
     model_options(loo)
 
     http = benchmark("serve", serve, "HTTP throughput, latency and freshness against a live server.")
-    home_option(http)
+    home_option(http, store=False)
     http.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
     http.add_argument("--concurrency", type=int, default=16)
     http.add_argument("--event-batch", type=int, default=500)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, get_args
@@ -13,6 +14,7 @@ from streamrec.home import Home
 from streamrec.models.sasrec import SASRecConfig
 
 DEFAULT_HOME = Path("./recs")
+STORE_VARIABLE = "STREAMREC_STORE"  # the ``store`` setting, as the environment gives it
 
 
 class CommandError(Exception):
@@ -32,10 +34,34 @@ def the_command() -> str:
     return "streamrec " + " ".join(sys.argv[1:])
 
 
-def home_option(sub: argparse.ArgumentParser) -> None:
+class _StoreURL(argparse.Action):
+    """``--store URL`` becomes ``STREAMREC_STORE``: every home this process opens reads it, and so do
+    the processes it starts (the server's update worker), as the ``store`` setting."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        os.environ[STORE_VARIABLE] = str(values)
+        setattr(namespace, self.dest, values)
+
+
+def home_option(sub: argparse.ArgumentParser, *, store: bool = True) -> None:
+    """``--home``, and ``--store`` for commands that open the home's events and items."""
     sub.add_argument(
         "--home", type=Path, default=DEFAULT_HOME, help="streamrec home directory (default ./recs)"
     )
+    if store:
+        sub.add_argument(
+            "--store",
+            metavar="URL",
+            action=_StoreURL,
+            help="where events and items live, e.g. postgresql://user@host:5432/db (default: the home's"
+            " `store` setting, else HOME/streamrec.sqlite); the registry stays in --home",
+        )
 
 
 def existing_home(path: Path) -> Home:

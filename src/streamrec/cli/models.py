@@ -151,7 +151,7 @@ def add_commands(command) -> None:
     work.add_argument("--once", action="store_true", help="one update now, then exit")
 
     registry = command("models", models, "The model registry: list, show, promote, rollback, prune.")
-    home_option(registry)
+    home_option(registry, store=False)
     registry.add_argument("action", choices=["list", "show", "promote", "rollback", "prune"])
     registry.add_argument("version", nargs="?", help="for show (default: live) and promote")
     registry.add_argument("--json", action="store_true")
