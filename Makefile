@@ -18,6 +18,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 test: $(STAMP)
+	bash scripts/install_servers.sh || echo "PostgreSQL/Redis not installed: the tests that need them will skip"
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest
 
