@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from streamrec.cli import main
@@ -145,3 +146,22 @@ def test_events_acknowledged_with_200_are_in_postgresql_once_after_the_server_is
         assert (resent.accepted, resent.duplicates) == (0, len(batch))
     assert (home / MODELS_DIR / LIVE_FILE).exists()
     assert not (home / "streamrec.sqlite").exists()  # the server wrote to PostgreSQL only
+
+
+def test_the_ingest_benchmark_reports_postgresql_beside_sqlite(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ingest.json"
+    arguments = ["bench", "ingest", "--events", "3000", "--repeats", "1", "--out", str(out)]
+    assert main([*arguments, "--store", pg_url]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    result = json.loads(out.read_text())
+    assert result["command"].endswith(f"--store {pg_url}")
+    assert printed["sqlite"] == result["summary"]  # SQLite's numbers stay where they always were
+    assert printed["postgresql"] == result["postgresql"]["summary"]
+    assert result["postgresql"]["synchronous_commit"] == "on"
+    assert result["postgresql"]["summary"]["append_events_per_s"] > 0
+    assert out.with_suffix(".png").exists()
+    with psycopg.connect(pg_url) as conn:  # its scratch schemas are gone
+        schemas = [row[0] for row in conn.execute("SELECT schema_name FROM information_schema.schemata")]
+    assert not [name for name in schemas if name.startswith("streamrec_bench_")]

@@ -11,8 +11,13 @@ from streamrec.cli.common import home_option, model_config, model_options, print
 def ingest(args: argparse.Namespace) -> None:
     from streamrec.bench.ingest import run_ingest_benchmark
 
-    result = run_ingest_benchmark(events=args.events, repeats=args.repeats, out=args.out, seed=args.seed)
-    print_json(result["summary"])
+    result = run_ingest_benchmark(
+        events=args.events, repeats=args.repeats, out=args.out, seed=args.seed, store=args.store
+    )
+    if "postgresql" in result:
+        print_json({"sqlite": result["summary"], "postgresql": result["postgresql"]["summary"]})
+    else:
+        print_json(result["summary"])
 
 
 def offline(args: argparse.Namespace) -> None:
@@ -108,6 +113,11 @@ def add_commands(command) -> None:
     speed.add_argument("--repeats", type=int, default=3)
     speed.add_argument("--seed", type=int, default=7)
     speed.add_argument("--out", type=Path, default=Path("results/ingest.json"))
+    speed.add_argument(
+        "--store",
+        metavar="URL",
+        help="also time this PostgreSQL (postgresql://…), in scratch schemas dropped afterwards",
+    )
 
     loo = benchmark("offline", offline, "Leave-one-out full-ranking benchmark of every model.")
     loo.add_argument(
