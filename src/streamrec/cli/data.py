@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from streamrec.cli.common import CommandError, existing_home, home_option, print_json
@@ -80,13 +81,24 @@ def ingest(args: argparse.Namespace) -> None:
 
 
 def stats(args: argparse.Namespace) -> None:
-    with existing_home(args.home).open_store() as store:
+    from streamrec.sources.consumer import read_statuses
+
+    home = existing_home(args.home)
+    with home.open_store() as store:
         counts = store.stats()
+    sources = {
+        status["source"]: {key: status.get(key) for key in ("lag", "state", "updated_at")}
+        for status in read_statuses(home)
+    }  # what each stream consumer last wrote (`streamrec consume`)
     if args.json:
-        print_json(counts)
+        print_json({**counts, "sources": sources} if sources else counts)
         return
     for key, value in counts.items():
         print(f"{key:>26}: {value}")
+    for name, status in sources.items():
+        lag = "?" if status["lag"] is None else f"{status['lag']:,}"
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(status["updated_at"] or 0))
+        print(f"{'source':>26}: {name}: lag {lag} ({status['state']} at {when})")
 
 
 def add_commands(command) -> None:
