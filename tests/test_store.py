@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import psycopg
 import pytest
 
 from streamrec.events import Event
@@ -263,6 +264,16 @@ class TestPostgreSQL(StoreContract):
         with pytest.raises(ValueError, match="NUL"):
             store.log.append([ev("u\x00", "a", 1)])
         assert store.log.last_offset() == 0
+
+    def test_connections_the_server_dropped_are_replaced(self, store: Store, pg_url: str) -> None:
+        store.log.append([ev("u1", "a", 1)])
+        assert store.log.last_offset() == 1  # a read connection is now in the pool
+        database = store.database
+        pids = [conn.info.backend_pid for conn in [database._conn, *database._idle]]  # type: ignore[attr-defined]
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # as a server restart would
+            admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+        assert store.log.last_offset() == 1
+        assert store.log.append([ev("u1", "b", 2)]).first_offset == 2
 
     def test_a_search_path_keeps_schemas_apart(self, pg_url: str) -> None:
         assert with_search_path("postgresql://u@h:1/db?sslmode=disable", "s1") == (

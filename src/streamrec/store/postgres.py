@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -90,8 +90,9 @@ class PostgresDatabase:
     ``transaction()`` nests like SQLite's: only the outermost block commits. Reads
     from the thread inside a transaction see its uncommitted writes; other threads
     read through the pool (at most ``readers`` connections per process), so a
-    server's handler threads never queue behind a writer. A connection that broke
-    (the server restarted) is replaced on its next use.
+    server's handler threads never queue behind a writer. Connections that broke (the
+    server restarted) are replaced: a read is retried once, and so is a transaction whose
+    BEGIN failed (nothing was sent); a transaction that fails later fails to its caller.
     """
 
     def __init__(self, url: str, *, synchronous: str = "FULL", readers: int = 8) -> None:
@@ -133,7 +134,12 @@ class PostgresDatabase:
                 self._conn = self._connect()
             self._depth, self._writer_thread = 1, threading.get_ident()
             try:
-                with self._conn.transaction():
+                with ExitStack() as stack:
+                    try:
+                        stack.enter_context(self._conn.transaction())
+                    except psycopg.OperationalError:  # the server restarted: nothing was sent, retry
+                        self._conn = self._connect()
+                        stack.enter_context(self._conn.transaction())
                     yield self._conn
             finally:
                 self._depth, self._writer_thread = 0, None
@@ -159,8 +165,22 @@ class PostgresDatabase:
         if self._writer_thread == threading.get_ident():
             with self._lock:
                 return self._conn.execute(sql, params).fetchall()
-        with self._reader() as conn, conn.cursor(binary=True) as cursor:
-            return cursor.execute(sql, params).fetchall()
+        for attempt in range(2):
+            with self._reader() as conn:
+                try:
+                    with conn.cursor(binary=True) as cursor:
+                        return cursor.execute(sql, params).fetchall()
+                except psycopg.OperationalError:
+                    if attempt or not conn.broken:
+                        raise
+                    self._drop_idle()  # the server restarted: its other idle connections are dead too
+        raise AssertionError("unreachable")
+
+    def _drop_idle(self) -> None:
+        with self._pool_lock:
+            for conn in self._idle:
+                conn.close()
+            self._idle.clear()
 
     def add_to_counter(self, conn: psycopg.Connection, key: str, amount: int) -> None:
         conn.execute(
@@ -174,11 +194,10 @@ class PostgresDatabase:
         return int(rows[0][0]) if rows else 0
 
     def close(self) -> None:
-        with self._lock, self._pool_lock:
-            self._closed = True
-            for conn in self._idle:
-                conn.close()
-            self._idle.clear()
+        with self._lock:
+            with self._pool_lock:
+                self._closed = True
+            self._drop_idle()
             self._conn.close()
 
 
