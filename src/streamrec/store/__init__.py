@@ -27,7 +27,6 @@ __all__ = [
 ]
 
 DATABASE_FILE = "streamrec.sqlite"
-POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")  # psycopg is imported only for these
 
 
 class Store:
@@ -71,7 +70,7 @@ def open_store(location: str | Path, *, synchronous: str = "FULL") -> Store:
         path = Path(text) / DATABASE_FILE
     elif scheme == "sqlite" and rest.startswith("/"):
         path = Path(rest[1:])
-    elif scheme in POSTGRES_SCHEMES:
+    elif scheme.startswith("postgres"):  # psycopg is imported only here; postgres.py checks the rest
         from streamrec.store.postgres import PostgresCatalog, PostgresDatabase, PostgresEventLog
 
         pg = PostgresDatabase(text, synchronous=synchronous)
