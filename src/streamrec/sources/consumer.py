@@ -191,16 +191,24 @@ def _event(source: Source, schema: EventSchema, record: SourceRecord, now: float
 
 
 def _gather(source: Source, max_batch: int, max_wait: float, stop: threading.Event) -> list[SourceRecord]:
-    """Up to ``max_batch`` records, read until full or until the first has waited ``max_wait``."""
+    """Up to ``max_batch`` records, read until full or until the first has waited ``max_wait``.
+
+    A position already in the batch is left out: a source may hand a record out twice while
+    the batch fills (re-claimed after ``min_idle_ms``, say), and one acknowledgement covers both.
+    """
     records = source.read(max_batch, timeout=POLL_SECONDS)
     if not records:
         return records
+    seen = {record.position for record in records}
     deadline = time.monotonic() + max_wait
     while len(records) < max_batch and not stop.is_set():
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        records.extend(source.read(max_batch - len(records), timeout=min(left, POLL_SECONDS)))
+        for record in source.read(max_batch - len(records), timeout=min(left, POLL_SECONDS)):
+            if record.position not in seen:
+                seen.add(record.position)
+                records.append(record)
     return records
 
 

@@ -106,7 +106,7 @@ class RedisStreamSource(Source):
         self.consumer = self.options.consumer or socket.gethostname()
         self.name = f"redis:{self.stream}"
         self._claim_every = max(self.options.min_idle_ms / 2000, 0.1)
-        self._own_pending = True  # read "0" until our pending list is empty
+        self._history: str | None = "0"  # where our own pending list is read from; None once read
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         if client is None:
@@ -124,11 +124,12 @@ class RedisStreamSource(Source):
 
     def read(self, max_records: int, timeout: float) -> list[SourceRecord]:
         with self._errors("read from"):
-            if self._own_pending:
-                entries = self._read_group("0", max_records, None)
+            if self._history is not None:  # what this consumer held when it last stopped, each once
+                entries = self._read_group(self._history, max_records, None)
                 if entries:
+                    self._history = entries[-1][0].decode()
                     return self._records(entries)
-                self._own_pending = False
+                self._history = None
             if time.monotonic() >= self._next_claim:
                 entries = self._claim(max_records)
                 if entries:
