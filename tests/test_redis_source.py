@@ -5,6 +5,7 @@ Each test reads its own stream, so they share one server.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -144,6 +145,8 @@ def test_a_batch_committed_but_not_acknowledged_comes_back_and_is_stored_once(st
         consume(source, Home.open(tmp_path), handle_signals=False, max_wait_seconds=0)
     assert len(logged(tmp_path)) == 20 and client.xpending(name, "streamrec")["pending"] == 20
 
+    with RedisStreamSource(f"{url}&consumer=c1") as again:  # its own pending list, each entry once
+        assert [len(again.read(15, timeout=0)) for _ in range(3)] == [15, 5, 0]
     summary = drain(f"{url}&consumer=c1", tmp_path)  # the same name after a restart: its own pending first
     assert (summary.read, summary.stored, summary.duplicates, summary.lag) == (20, 0, 20, 0)
     assert len(logged(tmp_path)) == 20
@@ -257,3 +260,21 @@ def test_a_signal_stops_after_the_batch_in_hand_with_exit_0(stream, tmp_path: Pa
     assert f"stopped by {signal.Signals(stop_signal).name}" in log.read_text()
     assert client.xpending(name, "streamrec")["pending"] == 0
     assert len(logged(home)) == 500
+
+
+def test_the_consume_drill_runs_small(tmp_path: Path) -> None:
+    """``scripts/consume_drill.py`` end to end with one kill, so the long drill's code stays sound."""
+    from redis_server import REDIS_SERVER
+
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (scripts/install_servers.sh installs it with apt)")
+    path = Path(__file__).resolve().parents[1] / "scripts" / "consume_drill.py"
+    spec = importlib.util.spec_from_file_location("consume_drill", path)
+    assert spec and spec.loader
+    drill = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(drill)
+    out = tmp_path / "drill.json"
+    assert drill.main(["--events", "2000", "--kills", "1", "--repeats", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert (result["lost"], result["duplicated"], result["kill_drill"]["in_log"]) == (0, 0, 2000)
+    assert result["kill_drill"]["kills_holding_an_unacknowledged_batch"] == 1
