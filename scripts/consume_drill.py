@@ -2,8 +2,12 @@
 
 A scratch server and an empty home; ``streamrec consume`` is started, SIGKILLed, and started
 again, ``--kills`` times, while ``--events`` events are produced, a ``1 / (kills + 1)`` share per
-consumer life: a quarter as a backlog at its start, the rest trickling in over a random 0–1.5 s
-after it holds a batch it has not acknowledged; then the kill. A last
+consumer life. Every other life is killed at a random time: a quarter of its share is a backlog
+at its start, the rest trickles in over a random 0–1.5 s after it holds a batch it has not
+acknowledged, then SIGKILL (mostly while a batch fills, the longest phase). The lives between
+kill themselves at ``streamrec.faults``' crash point ``consume-after-append``, right after their
+first batch is committed to the log and before its ``XACK``: the narrow window a timed kill
+rarely hits, where redelivery must find the events already stored. A last
 consumer reads the rest and is stopped with SIGTERM (it must exit 0). Then every produced event
 must be in the log exactly once (half carry their own ``event_id``, half get one from their
 position). Last, on a fresh stream and home, the consumer loop's throughput: the events are
@@ -35,9 +39,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from streamrec.faults import CRASH_AT
 from streamrec.home import Home
 from streamrec.sources import DeadLetter, Source, SourceRecord, consume
-from streamrec.sources.consumer import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_SECONDS
+from streamrec.sources.consumer import CRASH_AFTER_APPEND, DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_SECONDS
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000
@@ -137,12 +142,14 @@ class RedisDrill:
 SOURCES: dict[str, type] = {"redis": RedisDrill}
 
 
-def _consumer(url: str, home: Path, log: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "streamrec.cli", "consume", url, "--home", str(home), "--quiet", *extra]
+def _consumer(url: str, home: Path, log: Path, crash_at: str | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "streamrec.cli", "consume", url, "--home", str(home), "--quiet"]
+    env = {key: value for key, value in os.environ.items() if key != CRASH_AT}
+    env["OMP_NUM_THREADS"] = "1"
+    if crash_at:
+        env[CRASH_AT] = crash_at
     with log.open("a") as output:
-        return subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
-        )
+        return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
 
 
 def _await(condition, child: subprocess.Popen, log: Path, what: str) -> None:
@@ -160,7 +167,7 @@ def kill_drill(source: DrillSource, scratch: Path, events: int, kills: int, seed
     rng = random.Random(seed)
     stream, home, log = "drill", scratch / "home", scratch / "consume.log"
     url = source.url(stream)
-    produced, lives, held = 0, [], 0
+    produced, lives, held, crashed_holding = 0, [], 0, 0
 
     def produce_until(end: int) -> None:
         nonlocal produced
@@ -172,6 +179,23 @@ def kill_drill(source: DrillSource, scratch: Path, events: int, kills: int, seed
     for k in range(kills):
         life = time.perf_counter()
         share_end = events * (k + 1) // (kills + 1)  # this life's share of the events
+        if k % 2:  # every other life kills itself between its first commit and that batch's XACK
+            child = _consumer(url, home, log, crash_at=CRASH_AFTER_APPEND)
+            produce_until(share_end)
+            if child.wait(timeout=START_SECONDS) != -signal.SIGKILL:
+                tail = log.read_text()[-3000:]
+                raise SystemExit(f"consume exited {child.returncode}, not at its crash point:\n{tail}")
+            holding = source.unacknowledged(stream)
+            crashed_holding += holding > 0
+            lives.append(
+                {
+                    "seconds": round(time.perf_counter() - life, 2),
+                    "killed": "at the crash point after the append",
+                    "produced_by_kill": produced,
+                    "unacknowledged_at_kill": holding,
+                }
+            )
+            continue
         child = _consumer(url, home, log)
         produce_until(produced + (share_end - produced) // 4)  # a backlog to start from
 
@@ -194,6 +218,7 @@ def kill_drill(source: DrillSource, scratch: Path, events: int, kills: int, seed
         lives.append(
             {
                 "seconds": round(time.perf_counter() - life, 2),
+                "killed": "SIGKILL at a random time",
                 "produced_by_kill": produced,
                 "unacknowledged_at_kill": holding,
             }
@@ -220,7 +245,8 @@ def kill_drill(source: DrillSource, scratch: Path, events: int, kills: int, seed
         "dead_letters": source.dead_letters(stream),
         "unacknowledged_after": source.unacknowledged(stream),
         "kills": kills,
-        "kills_holding_an_unacknowledged_batch": held,
+        "random_kills_holding_an_unacknowledged_batch": held,
+        "crash_point_kills_holding_a_committed_unacknowledged_batch": crashed_holding,
         "redelivered_records_skipped_as_duplicates": redelivered,
         "last_consumer_exit_code_after_sigterm": exit_code,
         "seconds": round(seconds, 1),

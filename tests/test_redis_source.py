@@ -263,7 +263,7 @@ def test_a_signal_stops_after_the_batch_in_hand_with_exit_0(stream, tmp_path: Pa
 
 
 def test_the_consume_drill_runs_small(tmp_path: Path) -> None:
-    """``scripts/consume_drill.py`` end to end with one kill, so the long drill's code stays sound."""
+    """``scripts/consume_drill.py`` end to end with a kill of each kind, so the long drill stays sound."""
     from redis_server import REDIS_SERVER
 
     if REDIS_SERVER is None:
@@ -274,7 +274,9 @@ def test_the_consume_drill_runs_small(tmp_path: Path) -> None:
     drill = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(drill)
     out = tmp_path / "drill.json"
-    assert drill.main(["--events", "2000", "--kills", "1", "--repeats", "1", "--out", str(out)]) == 0
+    assert drill.main(["--events", "3000", "--kills", "2", "--repeats", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert (result["lost"], result["duplicated"], result["kill_drill"]["in_log"]) == (0, 0, 2000)
-    assert result["kill_drill"]["kills_holding_an_unacknowledged_batch"] == 1
+    assert (result["lost"], result["duplicated"], result["kill_drill"]["in_log"]) == (0, 0, 3000)
+    assert result["kill_drill"]["random_kills_holding_an_unacknowledged_batch"] == 1
+    assert result["kill_drill"]["crash_point_kills_holding_a_committed_unacknowledged_batch"] == 1
+    assert result["kill_drill"]["redelivered_records_skipped_as_duplicates"] > 0

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from streamrec.events import Event, EventSchema, EventValidationError, excerpt
+from streamrec.faults import crash_point
 from streamrec.home import Home
 from streamrec.sources.base import MAX_RECORD_BYTES, DeadLetter, Source, SourceRecord
 from streamrec.sources.metrics import SourceMetrics
@@ -42,6 +43,8 @@ DEFAULT_MAX_BATCH = 5_000
 DEFAULT_MAX_WAIT_SECONDS = 0.5
 _FIRST_FIELDS = attrgetter("user_id", "item_id", "event_type", "timestamp", "value")
 POLL_SECONDS = 0.5  # longest wait for a first record, so a stop request is seen this fast
+# A streamrec.faults crash point (STREAMREC_CRASH_AT) for drills: the batch is in the log, not acknowledged.
+CRASH_AFTER_APPEND = "consume-after-append"
 STATUS_DIR = "sources"  # HOME/sources/<source>.json: the last progress of each source's consumer
 
 
@@ -158,6 +161,7 @@ def commit_batch(
         stored, duplicates = result.accepted, result.duplicates
     else:
         stored = duplicates = 0
+    crash_point(CRASH_AFTER_APPEND)
     source.acknowledge(records, dead)  # only now: the batch is durable
     summary.read += len(records)
     summary.stored += stored
