@@ -70,6 +70,8 @@ APPENDED: dict[tuple[str, ...], list[str]] = {
 # command (real arguments, run after the README's commands in the same directory) that runs it here.
 NOT_IN_README: dict[tuple[str, ...], tuple[str, list[str]]] = {
     ("models", "prune"): ("registry housekeeping (keep_versions)", ["--home", "./recs"]),
+    # REDIS is a scratch redis-server's URL (tests/redis_server.py), started for this command.
+    ("consume",): ("stream sources, docs/deploy.md", ["REDIS?stream=readme", "--home", "./recs", "--drain"]),
 }
 
 
@@ -359,7 +361,16 @@ def test_readme_command(command: ReadmeCommand, workspace: Workspace) -> None:
 def test_sub_command_not_in_readme(key: tuple[str, ...], workspace: Workspace) -> None:
     argv = ["streamrec", *key, *NOT_IN_README[key][1]]
     workspace.ran.add(key)
-    run_streamrec(ReadmeCommand(" ".join(argv), argv), workspace)
+    if not any(arg.startswith("REDIS") for arg in argv):
+        run_streamrec(ReadmeCommand(" ".join(argv), argv), workspace)
+        return
+    from redis_server import REDIS_SERVER, running_redis
+
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (scripts/install_servers.sh installs it with apt)")
+    with running_redis(workspace.cwd.parent / "redis") as url:
+        argv = [arg.replace("REDIS", url, 1) if arg.startswith("REDIS") else arg for arg in argv]
+        run_streamrec(ReadmeCommand(" ".join(argv), argv), workspace)
 
 
 def test_server_stops_cleanly(workspace: Workspace) -> None:
