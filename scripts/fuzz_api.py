@@ -8,7 +8,7 @@ authentication; ``--without-key`` adds a pass that sends none (the documented 40
 measures the request bounds: a 100 MB body (declared, then streamed without a length) and a
 600,000-event batch, each with its status, time, answer size and the server's RSS growth::
 
-    .venv/bin/python scripts/fuzz_api.py --examples 400 --out results/fuzz-api.json
+    .venv/bin/python scripts/fuzz_api.py --examples 500 --seeds 1,2 --without-key --out results/fuzz-api.json
 
 ``tests/test_api_fuzz.py`` runs the same functions with few examples in ``make test``.
 """
@@ -126,6 +126,9 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
         "unique_failures": report["test_cases"]["unique_failures"],
         "errored": report["test_cases"]["errored"],
         "failures_by_check": failures,
+        "failures": [  # what each failure was about, without the generated request bodies
+            {key: value for key, value in failure.items() if _short(value)} for failure in report["failures"]
+        ],
         "errors": len(report["errors"]),
         "operations_tested": report["operations"]["tested"],
         "phases": {name: phase["status"] for name, phase in report["phases"].items()},
@@ -174,10 +177,14 @@ def probe_limits(server: Server, *, megabytes: int = 100, events: int = 600_000)
     return found
 
 
+def _short(value: object) -> bool:
+    return isinstance(value, str | int) and len(str(value)) < 300
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=400, help="generated cases per operation and phase")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", default="1", help="comma-separated: one pass with the key per seed")
     parser.add_argument("--without-key", action="store_true", help="also a pass that sends no key")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -186,14 +193,19 @@ def main() -> None:
         home = build_home(Path(scratch) / "home")
         with running_server(home) as server:
             limits = probe_limits(server)
-            passes = [("with_admin_key", KEY), *([("without_key", None)] if args.without_key else [])]
-            for name, key in passes:
-                report, _ = fuzz(server.url, args.examples, key=key, seed=args.seed)
+            seeds = [int(seed) for seed in args.seeds.split(",")]
+            passes = [(f"with_admin_key_seed_{seed}", KEY, seed) for seed in seeds]
+            if args.without_key:
+                passes.append(("without_key", None, seeds[0]))
+            for name, key, seed in passes:
+                report, output = fuzz(server.url, args.examples, key=key, seed=seed)
                 runs[name] = summary(report)
                 print(name, json.dumps(runs[name]))
+                if runs[name]["unique_failures"] or runs[name]["errors"]:
+                    print(output[output.find("FAILURES") :][:8000])
     result = {
         "command": "python " + " ".join(sys.argv),
-        "schemathesis": f"schemathesis run --checks all --max-examples {args.examples} --seed {args.seed}",
+        "schemathesis": f"schemathesis run --checks all --max-examples {args.examples} --seed S",
         "request_limits": limits,
         "runs": runs,
         "cases": sum(run["cases"] for run in runs.values()),

@@ -142,5 +142,5 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = getattr(scope.get("route"), "path_format", None) or "unmatched"
             self.metrics.observe_request(route, scope["method"], status, time.perf_counter() - started)

@@ -31,7 +31,7 @@ def install(app: FastAPI, access: Access, roles: dict[Role, APIRouter], event_ty
             components["EventIn"] = EventIn.model_json_schema(ref_template="#/components/schemas/{model}")
             components["EventIn"]["properties"]["event_type"]["enum"] = list(event_types)
             open_operations = {
-                (route.path, method.lower())
+                (route.path_format, method.lower())
                 for role, router in roles.items()
                 if access.is_open(role)
                 for route in router.routes

@@ -28,7 +28,7 @@ from streamrec.serving.problems import InvalidInput, field_problems, responses
 from streamrec.serving.runtime import Runtime
 from streamrec.serving.schemas import (
     MAX_K,
-    NOT_BLANK,
+    PATH_ID,
     EventIn,
     EventsAccepted,
     Health,
@@ -55,7 +55,7 @@ def get_metrics(request: Request) -> ServingMetrics:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
-ItemId = Annotated[str, Path(pattern=NOT_BLANK, max_length=MAX_ID, description="an item id")]
+ItemId = Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID, description="an item id")]
 ANY_REQUEST = (401, 403, 422, 429)  # keys, validation and the rate limit apply to every operation
 
 ops = APIRouter(tags=["ops"])  # health and metrics: open, for load balancers and scrapers
@@ -72,9 +72,11 @@ admin = APIRouter(
 # ----- public reads -----
 
 
-@public.get("/recommend/{user_id}", response_model=Recommendations, tags=["recommend"])
+@public.get(
+    "/recommend/{user_id}", response_model=Recommendations, tags=["recommend"], responses=responses(404)
+)
 def recommend_user(
-    user_id: Annotated[str, Path(pattern=NOT_BLANK, max_length=MAX_ID)],
+    user_id: Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID)],
     runtime: RuntimeDep,
     k: K = 10,
     exclude_seen: bool = True,
@@ -148,7 +150,7 @@ def metrics(runtime: RuntimeDep, request: Request) -> PlainTextResponse:
 # ----- writes -----
 
 
-@writes.put("/items/{item_id}", response_model=ItemUpserted, tags=["items"])
+@writes.put("/items/{item_id}", response_model=ItemUpserted, tags=["items"], responses=responses(404))
 def put_item(item_id: ItemId, body: ItemBody, runtime: RuntimeDep, request: Request) -> dict[str, Any]:
     """Create or replace a catalogue item: searchable at once, recommendable too if the model reads text."""
     try:

@@ -19,7 +19,10 @@ def _not_text(value: Any) -> Any:
 
 JsonInt = Annotated[int, Field(strict=False), BeforeValidator(_not_text)]
 # Something besides whitespace, as Python's str.strip() knows it (regex dialects disagree on \s).
-NOT_BLANK = "[^\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+WHITESPACE = "\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+NOT_BLANK = f"[^{WHITESPACE}]"
+# An id in a URL path: not blank, and no "/" (the router splits paths there before it decodes them).
+PATH_ID = f"^[^/]*[^/{WHITESPACE}][^/]*$"
 # An identifier: a string with something besides whitespace, or an integer (both as the log stores them).
 Identifier = (
     Annotated[str, StringConstraints(pattern=NOT_BLANK, max_length=MAX_ID_LENGTH)]
