@@ -157,7 +157,10 @@ def put_item(item_id: ItemId, body: ItemBody, runtime: RuntimeDep, request: Requ
         item = validate_item({**body.model_dump(exclude_none=True), "item_id": item_id}, where="item")
     except EventValidationError as error:
         raise InvalidInput([error.as_dict()]) from None
-    recommendable = runtime.upsert_items([item])[item.item_id]
+    try:
+        recommendable = runtime.upsert_items([item])[item.item_id]
+    except ValueError as error:  # what this backend cannot store (PostgreSQL: a NUL character)
+        raise InvalidInput([{"record": "item", "field": None, "problem": str(error)}]) from None
     get_metrics(request).items_upserted.inc()
     return {
         "item_id": item.item_id,
@@ -208,7 +211,10 @@ def post_events(
             problems.append(error.as_dict())
     if problems:
         raise InvalidInput(problems)
-    result = runtime.store.log.append(events)
+    try:
+        result = runtime.store.log.append(events)
+    except ValueError as error:  # what this backend cannot store (PostgreSQL: a NUL character)
+        raise InvalidInput([{"record": "events", "field": None, "problem": str(error)}]) from None
     get_metrics(request).events_ingested.inc(result.accepted)
     return {
         "accepted": result.accepted,
