@@ -121,6 +121,13 @@ def test_events_acknowledged_with_200_are_in_postgresql_once_after_the_server_is
              "timestamp": 1_800_000_000 + i, "event_id": f"pg-drill-{i}"}
             for i in range(300)
         ]  # fmt: skip
+        refused = httpx.post(  # what PostgreSQL cannot hold is a 422 naming it, not a 500
+            f"http://127.0.0.1:{port}/events",
+            json=[{"user_id": "nul\x00user", "item_id": "i1", "event_type": "click"}],
+            headers={"X-API-Key": KEY},
+            timeout=30,
+        )
+        assert refused.status_code == 422 and "NUL" in refused.json()["errors"][0]["problem"]
         answer = httpx.post(
             f"http://127.0.0.1:{port}/events", json=batch, headers={"X-API-Key": KEY}, timeout=30
         )
