@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrec.config import Settings
+from streamrec.config import Settings, UpdateSettings
 from streamrec.data.synthetic import StreamConfig, generate
 from streamrec.evaluation.offline import evaluate
 from streamrec.events import EventSchema
@@ -37,7 +37,9 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, 
     with open_store(home) as store:
         store.catalog.upsert(validate_item(record) for record in stream.items)
         store.log.append([schema.validate(e) for e in stream.events() if e["item_id"] not in held_out])
-    train_and_register(Home(home, Settings()), SMALL_MODEL, text_model="all-MiniLM-L6-v2", progress=False)
+    # A plain fit of every event (tests/test_tuning.py covers the fit that tunes the updates).
+    plain = Settings(update=UpdateSettings(tune=False))
+    train_and_register(Home(home, plain), SMALL_MODEL, text_model="all-MiniLM-L6-v2", progress=False)
     return home, truth, held_out
 
 
