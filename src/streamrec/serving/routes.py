@@ -280,7 +280,7 @@ def start_update(request: Request, strategy: Strategy | None = None) -> dict[str
 
 @admin.get("/update", response_model=UpdateJob)
 def update_status(request: Request) -> dict[str, Any]:
-    """The running or last update started by this server: exit code and output."""
+    """The running or last update started by this server process: exit code and output."""
     return request.app.state.updates.status()
 
 

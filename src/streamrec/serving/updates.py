@@ -4,25 +4,49 @@ Both run as child processes (``streamrec update`` / ``streamrec worker``):
 training then never holds the server's interpreter, a crash in it cannot take
 the API down, and the server picks up a promoted version through its registry
 watcher exactly as it would from any other process.
+
+With several server processes, each has its own :class:`UpdateJobs`; a launch lock
+that the ``streamrec update`` child holds for its whole life keeps them to one
+update at a time (the home's update lock is only taken once the child has started
+Python and torch, seconds later, too late to turn a second request away).
 """
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from streamrec.home import Home, UpdateInProgress
 
 LOG_FILE = "update.log"
 WORKER_LOG_FILE = "worker.log"
+LAUNCH_LOCK_FILE = ".update-launch.lock"  # in models/: held by a server-started update while it runs
 
 
 def _streamrec(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "streamrec.cli", *arguments]
+
+
+def _claim_launch(home: Home) -> IO[str]:
+    """The launch lock, held through the returned file; ``UpdateInProgress`` if another process has it.
+
+    ``flock`` belongs to the open file, which a child started with the descriptor shares:
+    the lock then lasts until the child exits, even after the server closes its copy.
+    """
+    path = home.models / LAUNCH_LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UpdateInProgress("an update started by another server process is still running") from None
+    return handle
 
 
 class UpdateJobs:
@@ -40,17 +64,25 @@ class UpdateJobs:
         with self._lock:
             if self._process is not None and self._process.poll() is None:
                 raise UpdateInProgress(f"update (pid {self._process.pid}) is still running")
-            with Home.open(self.home).update_lock():  # raises if the worker or a CLI update holds it
-                pass
-            arguments = ["update", "--home", str(self.home), "--json", "--quiet"]
-            if strategy:
-                arguments += ["--strategy", strategy]
-            with (self.home / LOG_FILE).open("w") as log:
-                self._process = subprocess.Popen(_streamrec(*arguments), stdout=log, stderr=subprocess.STDOUT)
+            home = Home.open(self.home)
+            with _claim_launch(home) as launch:  # the child keeps it; this process lets go at once
+                with home.update_lock():  # raises if the worker or a CLI update holds it
+                    pass
+                arguments = ["update", "--home", str(self.home), "--json", "--quiet"]
+                if strategy:
+                    arguments += ["--strategy", strategy]
+                with (self.home / LOG_FILE).open("w") as log:
+                    self._process = subprocess.Popen(
+                        _streamrec(*arguments),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        pass_fds=(launch.fileno(),),
+                    )
             self._started_at, self._strategy = time.time(), strategy
             return self.status()
 
     def status(self) -> dict[str, Any]:
+        """This process's running or last update (another server process's is not seen here)."""
         process = self._process
         if process is None:
             return {"running": False, "pid": None, "started_at": None, "exit_code": None, "output": ""}
