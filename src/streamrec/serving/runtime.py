@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +39,7 @@ from streamrec.items import Item
 from streamrec.models.base import top_k
 from streamrec.models.sasrec import SASRec
 from streamrec.registry import Registry, VersionInfo
+from streamrec.serving.cache import ResultCache
 from streamrec.serving.retrieval import Retriever, make_retriever
 from streamrec.store import Store
 from streamrec.text import DEFAULT_TEXT_MODEL, TextEncoder
@@ -83,6 +84,8 @@ class LoadedVersion:
     text_model: str = DEFAULT_TEXT_MODEL
     info: VersionInfo | None = None
     loaded_at: float = field(default_factory=time.time)
+    # Not copied by dataclasses.replace: every new view (swap, upsert) starts with an empty cache.
+    answers: ResultCache = field(default_factory=ResultCache, init=False, repr=False, compare=False)
 
     @property
     def uses_text(self) -> bool:
@@ -105,23 +108,29 @@ def _rank_normalised(scores: np.ndarray) -> np.ndarray:
 
 
 class Runtime:
-    """The live model plus the store, ready to answer."""
+    """The live model plus the store, ready to answer.
 
-    def __init__(self, store: Store, registry: Registry) -> None:
+    ``on_cache(hit)`` is told of every lookup in the per-user result cache (the server counts them).
+    """
+
+    def __init__(
+        self, store: Store, registry: Registry, *, on_cache: Callable[[bool], None] | None = None
+    ) -> None:
         self.store = store
         self.registry = registry
+        self.on_cache = on_cache
         self._write_lock = threading.RLock()  # serialises swaps and upserts; readers never take it
         self._encode_lock = threading.Lock()  # fast tokenizers are not safe to share between threads
         self._encoders: dict[str, TextEncoder] = {}
         self.loaded = self.load_live()
 
     @classmethod
-    def open(cls, home: str | Path) -> Runtime:
+    def open(cls, home: str | Path, *, on_cache: Callable[[bool], None] | None = None) -> Runtime:
         home = Path(home)
         opened = Home.open(home)
         if not opened.has_registry():
             raise FileNotFoundError(f"no model in {home}: run `streamrec train --home {home}` first")
-        return cls(opened.open_store(), opened.registry)
+        return cls(opened.open_store(), opened.registry, on_cache=on_cache)
 
     @property
     def home(self) -> Path:
@@ -384,9 +393,26 @@ class Runtime:
     def recommend(
         self, user_id: str, k: int = 10, *, exclude_seen: bool = True, category: str | None = None
     ) -> dict[str, Any]:
+        """The user's top-k; a model answer is cached in the loaded version's :class:`ResultCache`.
+
+        A model answer is a function of the loaded version and the user's recent items alone,
+        so those (hashed) and the parameters are the key: a new event changes the recent items,
+        a swap or upsert brings a new, empty cache. Trending answers depend on everyone's
+        events and are never cached. The answer may be shared: callers must not change it.
+        """
         loaded = self.loaded
         recent = self.store.log.recent_items(user_id, loaded.model.config.max_len)
-        return self._recommendations(loaded, user_id, recent, k, exclude_seen=exclude_seen, category=category)
+        key = (user_id, hash(tuple(recent)), len(recent), k, exclude_seen, category)
+        answer = loaded.answers.get(key)
+        if self.on_cache is not None:
+            self.on_cache(answer is not None)
+        if answer is None:
+            answer = self._recommendations(
+                loaded, user_id, recent, k, exclude_seen=exclude_seen, category=category
+            )
+            if answer["source"] == "model":
+                loaded.answers.put(key, answer)
+        return answer
 
     def recommend_session(
         self, items: Sequence[str], k: int = 10, *, exclude_seen: bool = True, category: str | None = None
