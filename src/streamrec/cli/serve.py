@@ -20,6 +20,7 @@ def serve(args: argparse.Namespace) -> None:
         access_log=args.access_log,
         torch_threads=args.torch_threads,
         worker=not args.no_worker,
+        workers=args.workers,
     )
 
 
@@ -35,6 +36,12 @@ def add_commands(command) -> None:
     )
     srv.add_argument(
         "--access-log", action="store_true", help="log every request (off: /metrics counts them)"
+    )
+    srv.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the one port, each with the live model in memory (default 1)",
     )
     srv.add_argument("--torch-threads", type=int, default=1, help="intra-op threads per forward pass")
     srv.add_argument(

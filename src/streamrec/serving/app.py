@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,19 +23,37 @@ from streamrec.serving.access import Access, BodyLimit, Keys
 from streamrec.serving.metrics import MetricsMiddleware, ServingMetrics
 from streamrec.serving.runtime import Runtime
 from streamrec.serving.updates import UpdateJobs, WorkerProcess
+from streamrec.serving.workers import (
+    HOME_ENV,
+    TORCH_THREADS_ENV,
+    WorkerHeader,
+    shared_metrics,
+    worker_environment,
+)
 
 # Threads running request handlers; bench serve on ML-1M: 1 → 506 rps, 2 → 444, 4 → 354, 40 → 249.
 WORKER_THREADS = 1
 POLL_SECONDS = 1.0  # how often the server checks the registry for a version promoted elsewhere
+FACTORY = "streamrec.serving.app:app_from_environment"  # what each of several worker processes runs
+# uvicorn replaces a worker that does not answer its parent's ping in this long (its default, 5 s,
+# is less than a worker can spend importing torch and loading the model on a busy machine).
+HEALTHCHECK_SECONDS = 30
 
 log = logging.getLogger(__name__)
 
 
 class LiveWatcher:
-    """A background thread that follows the registry's live pointer (promotions by other processes)."""
+    """A background thread that follows the registry's live pointer (promotions by other processes).
 
-    def __init__(self, runtime: Runtime, interval: float = POLL_SECONDS) -> None:
+    Each tick also sets the live-model gauges, so with several worker processes every
+    worker's series is current, not only the one a scrape happens to reach.
+    """
+
+    def __init__(
+        self, runtime: Runtime, metrics: ServingMetrics | None = None, interval: float = POLL_SECONDS
+    ) -> None:
         self.runtime = runtime
+        self.metrics = metrics
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamrec-live-watcher", daemon=True)
@@ -46,8 +65,15 @@ class LiveWatcher:
                     log.info("picked up promoted model %s", self.runtime.loaded.version)
             except Exception:  # a broken version must not kill the watcher; keep serving the old one
                 log.exception("could not swap to the registry's live version")
+            self._note_model()
+
+    def _note_model(self) -> None:
+        if self.metrics is not None:
+            loaded = self.runtime.loaded
+            self.metrics.set_model(loaded.version, loaded.loaded_at)
 
     def start(self) -> None:
+        self._note_model()
         self._thread.start()
 
     def stop(self) -> None:
@@ -68,7 +94,8 @@ def create_app(
     Keys (else ``STREAMREC_API_KEY``, ``STREAMREC_WRITE_KEY``, ``STREAMREC_READ_KEY``):
     see :mod:`streamrec.serving.access`; request limits and open writes come from the
     home's ``[server]`` settings. ``worker`` runs ``streamrec worker`` beside the
-    server, so the model keeps learning.
+    server, so the model keeps learning (``serve`` with several processes runs it in
+    their parent instead, once).
     """
     home = Path(home)
     settings = load_settings(home)
@@ -81,9 +108,10 @@ def create_app(
         # Few worker threads: request handlers are short and CPU-bound, so more threads than
         # cores only fight over the GIL (see WORKER_THREADS for the measurement).
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
-        runtime = Runtime.open(home)
+        metrics: ServingMetrics = app.state.metrics
+        runtime = Runtime.open(home, on_cache=metrics.observe_cache)
         await anyio.to_thread.run_sync(runtime.warm_up)
-        watcher = LiveWatcher(runtime)
+        watcher = LiveWatcher(runtime, metrics)
         app.state.runtime = runtime
         app.state.updates = UpdateJobs(home)
         learner = WorkerProcess(home) if worker else None
@@ -97,6 +125,7 @@ def create_app(
                 learner.stop()
             watcher.stop()
             runtime.close()
+            metrics.close()
 
     app = FastAPI(
         title="streamrec",
@@ -108,6 +137,7 @@ def create_app(
     app.state.access = access
     app.state.metrics = metrics = ServingMetrics()
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(WorkerHeader)
     limit = settings.server.max_body_bytes
     app.add_middleware(BodyLimit, max_bytes=limit, too_large=lambda: problems.too_large(limit))
     problems.install(app)
@@ -115,6 +145,15 @@ def create_app(
     for router in routes.ROUTERS:
         app.include_router(router)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's factory in each worker process of ``serve(workers=N)``: the app ``serve`` describes
+    in the environment (see :func:`streamrec.serving.workers.worker_environment`)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get(TORCH_THREADS_ENV, "1")))
+    return create_app(os.environ[HOME_ENV])
 
 
 def serve(
@@ -127,22 +166,49 @@ def serve(
     access_log: bool = False,
     torch_threads: int = 1,
     worker: bool = True,
+    workers: int = 1,
 ) -> None:
-    """Run the API with uvicorn in this process (one worker: the runtime holds the model in memory).
+    """Run the API with uvicorn: in this process, or in ``workers`` processes on one port.
+
+    Each worker process holds its own copy of the live model and answers from the shared
+    store and registry; its :class:`LiveWatcher` follows promotions and rollbacks made
+    through any of them. Their metrics meet in a fresh ``PROMETHEUS_MULTIPROC_DIR``.
+
+    The update worker (``worker``) runs once whatever ``workers`` is. One process runs it
+    in its lifespan (``create_app(worker=True)``, stopped before uvicorn re-raises a
+    SIGTERM). With several, this parent starts it before uvicorn and stops it after:
+    no election among the server processes to get wrong, and it outlives uvicorn's
+    restarts of a crashed worker.
 
     Each request's forward pass is small, so torch runs single-threaded here: several
     requests in parallel beat one request split over cores that the handlers' thread
     pool is already contending for. A per-request access log is off by default (its
     write costs as much as a recommendation); ``/metrics`` counts every request anyway.
     """
-    import torch
     import uvicorn
 
-    torch.set_num_threads(torch_threads)
-    uvicorn.run(
-        create_app(home, api_key=api_key, worker=worker),
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=access_log,
-    )
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    options = {"host": host, "port": port, "log_level": log_level, "access_log": access_log}
+    if workers == 1:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        uvicorn.run(create_app(home, api_key=api_key, worker=worker), **options)
+        return
+    learner = WorkerProcess(Path(home)) if worker else None
+    if learner is not None:
+        learner.start()  # before the metrics folder is set: it is the server processes' alone
+    try:
+        os.environ.update(worker_environment(home, torch_threads=torch_threads, api_key=api_key))
+        with shared_metrics():
+            uvicorn.run(
+                FACTORY,
+                factory=True,
+                workers=workers,
+                timeout_worker_healthcheck=HEALTHCHECK_SECONDS,
+                **options,
+            )
+    finally:
+        if learner is not None:
+            learner.stop()

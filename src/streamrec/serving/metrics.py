@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -52,7 +52,7 @@ class ProcessCollector(Collector):
 
 
 class ServingMetrics:
-    """The server's metrics: requests, latency, events ingested, the live model, the process.
+    """The server's metrics: requests, latency, events ingested, cache lookups, the live model, the process.
 
     In multiprocess mode the model gauges carry a ``pid`` label (each worker holds its own
     model; a dead worker's drop out once ``multiprocess.mark_process_dead`` runs for it) and
@@ -85,6 +85,12 @@ class ServingMetrics:
             "streamrec_model_last_update_timestamp_seconds", "When the served model version was loaded.",
             registry=self.registry, multiprocess_mode="liveall",
         )  # fmt: skip
+        cache = Counter(
+            "streamrec_recommend_cache_lookups_total",
+            "GET /recommend/{user_id} lookups in the per-version result cache, by result: hit or miss.",
+            ("result",), registry=self.registry,
+        )  # fmt: skip
+        self._cache_hits, self._cache_misses = cache.labels("hit"), cache.labels("miss")
         self._version: str | None = None
         self._version_lock = threading.Lock()
         if os.environ.get(MULTIPROC_ENV):
@@ -98,6 +104,9 @@ class ServingMetrics:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route).observe(seconds)
 
+    def observe_cache(self, hit: bool) -> None:
+        (self._cache_hits if hit else self._cache_misses).inc()
+
     def set_model(self, version: str, loaded_at: float) -> None:
         """The previous version drops to 0 rather than vanishing: multiprocess mode cannot remove series."""
         with self._version_lock:
@@ -109,6 +118,11 @@ class ServingMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.exposed)
+
+    def close(self) -> None:
+        """In multiprocess mode, drop this process's live gauges (the other workers' stay)."""
+        if os.environ.get(MULTIPROC_ENV):
+            mark_process_dead(os.getpid())
 
 
 class MetricsMiddleware:
