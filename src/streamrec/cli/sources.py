@@ -1,4 +1,4 @@
-"""Events from a stream engine: ``consume`` (Redis Streams; Kafka next)."""
+"""Events from a stream engine: ``consume`` (Redis Streams, Kafka)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 AGAIN = "the batch in hand was not acknowledged: it will be delivered again"
 URL_OPTIONS = "&group=streamrec &consumer=HOSTNAME &dead=STREAM:dead &min_idle_ms=60000"
+KAFKA_OPTIONS = "group=streamrec &dead=TOPIC.dead &LIBRDKAFKA.PROPERTY=VALUE"
 
 
 def _printer() -> Callable[[ConsumeSummary], None]:
@@ -94,9 +95,13 @@ def add_commands(command) -> None:
     con = command(
         "consume",
         consume,
-        "Move events from a stream (Redis Streams) into the log until stopped; bad ones become dead letters.",
+        "Move events from Redis Streams or Kafka into the log until stopped; bad ones become dead letters.",
     )
-    con.add_argument("url", help=f"redis://HOST:PORT/DB?stream=NAME, options: {URL_OPTIONS}")
+    con.add_argument(
+        "url",
+        help=f"redis://HOST:PORT/DB?stream=NAME, options: {URL_OPTIONS};"
+        f" or kafka://HOST:PORT/TOPIC, options: ?{KAFKA_OPTIONS}",
+    )
     home_option(con)
     con.add_argument(
         "--max-batch", type=int, default=DEFAULT_MAX_BATCH, help=f"records per commit ({DEFAULT_MAX_BATCH:,})"

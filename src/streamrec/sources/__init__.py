@@ -1,4 +1,4 @@
-"""Stream sources: events arrive from Redis Streams (Kafka next) and are consumed into a home's log.
+"""Stream sources: events arrive from Redis Streams or Kafka and are consumed into a home's log.
 
 :mod:`~streamrec.sources.base` holds the contract a source implements,
 :mod:`~streamrec.sources.consumer` the one loop that drives any of them.
@@ -22,10 +22,15 @@ __all__ = [
 
 
 def open_source(url: str) -> Source:
-    """The source a URL names: ``redis://``, ``rediss://`` or ``unix://`` (Redis Streams)."""
+    """The source a URL names: ``redis://``, ``rediss://`` or ``unix://`` (Redis Streams), ``kafka://``."""
     scheme = url.partition("://")[0]
     if scheme in ("redis", "rediss", "unix"):
         from streamrec.sources.redis import RedisStreamSource
 
         return RedisStreamSource(url)
-    raise ValueError(f"source: unsupported URL {url!r} (known: redis://HOST:PORT/DB?stream=NAME)")
+    if scheme == "kafka":
+        from streamrec.sources.kafka import KafkaSource
+
+        return KafkaSource(url)
+    known = "redis://HOST:PORT/DB?stream=NAME, kafka://HOST:PORT/TOPIC"
+    raise ValueError(f"source: unsupported URL {url!r} (known: {known})")
