@@ -125,6 +125,8 @@ class TrainingLog:
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_by: str = "epochs"
     steps: int = 0  # optimiser steps taken
+    processes: int = 1  # data-parallel processes that trained together
+    replica_max_diff: float = 0.0  # largest weight difference between them at the end (0: in sync)
 
 
 def sequence_loss(
@@ -225,6 +227,34 @@ def length_bucketed_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+Loss = Callable[[dict[str, torch.Tensor]], torch.Tensor]
+Step = Callable[[TrainingBatches, np.ndarray, torch.device], torch.Tensor]
+
+
+class OneProcess:
+    """What :func:`train_network` asks of the processes it trains on, answered for this one alone.
+
+    :class:`streamrec.training.distributed.Replicas` answers the same for one of several
+    processes training together (DDP); the loop itself does not change.
+    """
+
+    def data_parallel(self, net: SASRecNet, loss: Loss) -> Step:
+        """How a step's loss comes from the rows of its batch (here: all of them)."""
+
+        def step(batches: TrainingBatches, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+            return loss(batches.batch(rows, int(batches.lengths[rows].max()), device))
+
+        return step
+
+    def first(self, value: Callable[[], float]) -> float:
+        """``value()`` as rank 0 computes it: decisions that every process must take alike."""
+        return value()
+
+    def average(self, value: float) -> float:
+        """The mean of ``value`` over the processes."""
+        return value
+
+
 def train_network(
     net: SASRecNet,
     data: TrainingData,
@@ -235,12 +265,15 @@ def train_network(
     epochs: int | None = None,
     distillation: Distillation | None = None,
     max_steps: int | None = None,
+    replicas: OneProcess | None = None,
 ) -> TrainingLog:
     """AdamW over shuffled user rows; early stopping on ``validate()`` (NDCG@10), best weights kept.
 
     ``max_steps`` ends training after that many optimiser steps, mid-epoch if need
-    be; the cosine schedule then reaches 0 at the last of them.
+    be; the cosine schedule then reaches 0 at the last of them. ``replicas``: this
+    process's part when several train together (:mod:`streamrec.training.distributed`).
     """
+    replicas = replicas or OneProcess()
     device = next(net.parameters()).device
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -250,6 +283,9 @@ def train_network(
     trainable = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         trainable, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.98)
+    )
+    step_loss = replicas.data_parallel(
+        net, lambda batch: sequence_loss(net, batch, config, log_q, generator, low_precision, distillation)[0]
     )
     log = TrainingLog()
     best_state: dict[str, torch.Tensor] | None = None
@@ -270,8 +306,13 @@ def train_network(
             return 1.0
         progress = step / total_steps
         if budget:
-            progress = max(progress, (time.perf_counter() - started) / budget)
+            progress = max(progress, replicas.first(lambda: time.perf_counter() - started) / budget)
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    def over_budget() -> float:
+        """1 if the next epoch, at this one's pace, would end past the time budget."""
+        now = time.perf_counter()
+        return float(budget is not None and now - started + (now - epoch_started) > budget)
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor)
     bar = tqdm(range(total_epochs), desc="train", disable=not progress, unit="epoch")
@@ -283,8 +324,7 @@ def train_network(
             if steps == total_steps:
                 break  # max_steps ends this epoch early
             steps += 1
-            batch = batches.batch(rows, int(batches.lengths[rows].max()), device)
-            loss, _ = sequence_loss(net, batch, config, log_q, generator, low_precision, distillation)
+            loss = step_loss(batches, rows, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -292,13 +332,13 @@ def train_network(
             losses.append(float(loss.detach()))
         record = {
             "epoch": epoch + 1,
-            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "loss": replicas.average(float(np.mean(losses))) if losses else float("nan"),
             "seconds": time.perf_counter() - epoch_started,  # training only, without validation
             "lr": schedule.get_last_lr()[0],  # where the schedule has brought the rate by the epoch's end
         }
         log.epochs = epoch + 1
         if validate is not None:
-            score = validate()
+            score = replicas.first(validate)
             record["valid_ndcg@10"] = score
             if not score <= log.best_valid_ndcg:  # also true for the first (NaN) comparison
                 log.best_valid_ndcg, log.best_epoch, since_best = score, epoch + 1, 0
@@ -310,8 +350,7 @@ def train_network(
         if validate is not None and since_best >= config.patience:
             log.stopped_by = "patience"
             break
-        now = time.perf_counter()
-        if budget is not None and now - started + (now - epoch_started) > budget:
+        if budget is not None and replicas.first(over_budget):
             log.stopped_by = "time budget"  # the next epoch, at this one's pace, would end past it
             break
     bar.close()
