@@ -9,7 +9,7 @@ else (no pickle).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,22 +73,44 @@ class SASRec(Recommender):
         valid: tuple[list[np.ndarray], np.ndarray] | None = None,
         progress: bool = True,
     ) -> SASRec:
-        """Learn from scratch on all of ``data``; ``valid`` (histories, targets) picks the best epoch."""
-        self.net = self.build(data.n_items, data.type_names)
+        """Learn from scratch on all of ``data``; ``valid`` (histories, targets) picks the best epoch.
+
+        With ``config.processes`` > 1 the fit runs data-parallel on that many processes
+        (:mod:`streamrec.training.distributed`), taking the same steps as one process would.
+        """
+        if self.config.processes < 1:
+            raise ValueError(f"processes must be at least 1, got {self.config.processes}")
+        self.net = self.build_for(data)
+        if self.config.processes > 1:
+            from streamrec.training.distributed import train_distributed  # torch.distributed only here
+
+            self.training_log = train_distributed(self, data, valid, progress=progress)
+        else:
+            self.training_log = train_network(
+                self.net, data, self.config, validate=self.validation(valid), progress=progress
+            )
+        self.fit_epochs = max(self.training_log.epochs, 1)
+        return self
+
+    def build_for(self, data: TrainingData) -> SASRecNet:
+        """A fresh network for ``data``'s items, ID rows marked trained where ``data`` has events."""
+        net = self.build(data.n_items, data.type_names)
         seen = (
             np.bincount(np.concatenate(data.sequences), minlength=data.n_items) > 0 if data.sequences else []
         )
-        self.net.id_trained[1:] = torch.as_tensor(np.asarray(seen, dtype=np.float32), device=self.device)
-        validate = None
-        if valid is not None:
-            histories, targets = valid
+        net.id_trained[1:] = torch.as_tensor(np.asarray(seen, dtype=np.float32), device=self.device)
+        return net
 
-            def validate() -> float:
-                return evaluate(self, histories, targets, ks=(10,), unfiltered=False)["ndcg@10"]
+    def validation(self, valid: tuple[list[np.ndarray], np.ndarray] | None) -> Callable[[], float] | None:
+        """NDCG@10 on ``valid`` (histories, targets) of the network as it is when called."""
+        if valid is None:
+            return None
+        histories, targets = valid
 
-        self.training_log = train_network(self.net, data, self.config, validate=validate, progress=progress)
-        self.fit_epochs = max(self.training_log.epochs, 1)
-        return self
+        def validate() -> float:
+            return evaluate(self, histories, targets, ks=(10,), unfiltered=False)["ndcg@10"]
+
+        return validate
 
     def partial_fit(
         self,

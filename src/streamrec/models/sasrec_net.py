@@ -53,6 +53,8 @@ class SASRecConfig:
     aux_value_weight: float = 0.0  # λ for predicting the next event's value (e.g. rating)
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else CPU
+    # A fit from scratch on this many processes (DDP); the global batch stays batch_size rows.
+    processes: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
