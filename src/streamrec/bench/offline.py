@@ -68,6 +68,11 @@ def _run_model(store_path: str, name: str, config: SASRecConfig, text_model: str
         log = model.training_log
         extra.update(epochs=log.epochs, best_epoch=log.best_epoch, stopped_by=log.stopped_by)
         extra["valid_ndcg@10"] = round(log.best_valid_ndcg, 4)
+        if log.processes > 1:  # DDP ranks are child processes: their peak is not in peak_rss_mb
+            extra["processes"] = log.processes
+            extra["rank_peak_rss_mb"] = round(
+                resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1
+            )
     else:
         model = BASELINES[name]().fit(split.train)
     train_seconds = time.perf_counter() - started

@@ -91,6 +91,12 @@ def model_options(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--max-minutes", type=float, help="wall-clock budget per model; best epoch kept")
     group.add_argument("--seed", type=int, default=defaults.seed)
     group.add_argument("--device", help="cpu, cuda, cuda:1 … (default: CUDA when available)")
+    group.add_argument(
+        "--nproc",
+        type=int,
+        default=defaults.processes,
+        help="fit on this many processes (DDP: gloo on CPU, one GPU each on CUDA); same global batch",
+    )
     group.add_argument("--text-model", default="all-MiniLM-L6-v2", help="sentence-transformers name or path")
     group.add_argument("--item-tower", choices=["hybrid", "id", "text"], default=defaults.item_tower)
 
@@ -112,6 +118,7 @@ def model_config(args: argparse.Namespace) -> SASRecConfig:
         max_minutes=args.max_minutes,
         seed=args.seed,
         device=args.device,
+        processes=args.nproc,
     )
 
 
