@@ -296,13 +296,11 @@ def test_open_writes_is_an_explicit_setting(tmp_path: Path, built_home: Path) ->
         assert client.post("/events", json=[]).status_code == 200
 
 
-def test_requests_are_bounded_and_errors_never_echo_the_input(
-    tmp_path: Path, built_home: Path
-) -> None:
+def test_requests_are_bounded_and_errors_never_echo_the_input(tmp_path: Path, built_home: Path) -> None:
     home = tmp_path / "bounded"
     shutil.copytree(built_home, home)
     (home / "streamrec.toml").write_text(
-        "[server]\nmax_body_bytes = 100_000\nmax_events_per_request = 50\nrate_limit = \"40/minute\"\n"
+        '[server]\nmax_body_bytes = 100_000\nmax_events_per_request = 50\nrate_limit = "40/minute"\n'
     )
     event = {"user_id": "u1", "item_id": "i1", "event_type": "click"}
     with TestClient(create_app(home, write_key=WRITE_KEY), headers=WRITER) as client:
