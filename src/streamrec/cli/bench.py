@@ -49,9 +49,13 @@ def serve(args: argparse.Namespace) -> None:
         seed=args.seed,
         freshness_probes=args.freshness_probes,
         in_place=args.in_place,
+        workers=args.workers,
+        load_generator=args.load_generator,
+        promote_during=args.promote_during,
         command=the_command(),
     )
-    keys = ("recommend", "events", "freshness_ms_p50", "freshness_ms_p95", "client_cpu_note")
+    keys = ("load_generator", "workers", "mixed", "fresh", "events", "freshness_ms_p50", "promotion")
+    keys += ("cpu_note", "load_generator_note")
     print_json({key: result.get(key) for key in keys})
 
 
@@ -132,7 +136,20 @@ def add_commands(command) -> None:
     http = benchmark("serve", serve, "HTTP throughput, latency and freshness against a live server.")
     home_option(http, store=False)
     http.add_argument("--duration", type=float, default=30.0, help="seconds per phase")
-    http.add_argument("--concurrency", type=int, default=16)
+    http.add_argument("--concurrency", type=int, default=16, help="connections (wrk: one thread each)")
+    http.add_argument(
+        "--workers", type=int, default=1, help="server processes (streamrec serve --workers; default 1)"
+    )
+    http.add_argument(
+        "--load-generator",
+        choices=("wrk", "python"),
+        help="default: wrk when the wrk binary is on PATH, else the Python client (the JSON says so)",
+    )
+    http.add_argument(
+        "--promote-during",
+        action="store_true",
+        help="promote a copy of the live version halfway through the mixed phase; count failed requests",
+    )
     http.add_argument("--event-batch", type=int, default=500)
     http.add_argument("--freshness-probes", type=int, default=50)
     http.add_argument("--port", type=int, help="default: a free loopback port")
