@@ -175,6 +175,15 @@ class StoreContract:
         assert [i.item_id for i in store.catalog.all()] == ["i1", "i3", "i2"]
         assert store.catalog.get("missing") is None
 
+    def test_catalog_revision_counts_upserts_seen_by_every_connection(self, location: str) -> None:
+        with open_store(location) as writer, open_store(location) as reader:
+            assert reader.catalog.revision() == 0
+            writer.catalog.upsert([Item("i1"), Item("i2")])
+            writer.catalog.upsert([Item("i1", "renamed")])
+            assert reader.catalog.revision() == writer.catalog.revision() == 2
+            writer.log.append([ev("u1", "i1", 1.0)])  # events are not catalogue writes
+            assert reader.catalog.revision() == 2
+
     def test_catalog_keeps_every_field(self, store: Store) -> None:
         attributes = {"year": 1999, "genres": ["a", "b"], "brand": "Z"}
         store.catalog.upsert([Item("i1", "T", "D", "C", attributes, 12.5), Item("i2")])

@@ -17,9 +17,10 @@ from streamrec.models.base import TrainingData
 from streamrec.models.sasrec import NETWORK_FILE, SASRec, SASRecConfig, SASRecNet
 from streamrec.training.loop import TrainingBatches
 from streamrec.training.strategies import (
+    RefitCost,
     UpdateResult,
     affordable_steps,
-    refit_work,
+    refit_cost,
     step_work,
     update,
     with_replay,
@@ -336,7 +337,7 @@ def test_full_refits_from_scratch_over_every_item(
     assert not torch.equal(result.model.net.position_embedding.weight, hybrid.net.position_embedding.weight)
     assert torch.equal(result.model.net.id_trained[1:], torch.ones(N_ITEMS + NEW))
     assert result.stats.epochs == 1 and result.stats.steps > 0
-    assert result.stats.work == refit_work(new_data, result.model.config, 1)
+    assert result.stats.work == refit_cost(new_data, result.model.config, 1).work
     assert result.model.fit_epochs == 1
     with pytest.raises(ValidationError):
         UpdateSettings(strategy="refit")
@@ -488,10 +489,12 @@ def test_step_work_counts_padded_positions_plus_learned_targets() -> None:
     assert step_work(data, max_len=3, batch_size=32).tolist() == [2 * 3 + 2 + 1]  # the newest 3 targets only
     # A refit learns every event of every row (3 rows: 4, 3 and 5 targets), once per epoch.
     config = SASRecConfig(**{**TINY, "max_len": 20, "batch_size": 32})
-    assert refit_work(data, config, epochs=3) == 3 * (3 * 5 + 4 + 3 + 5)
-    assert affordable_steps(0.5, 100, np.array([10, 30])) == 2  # floor(0.5 × 100 / 20)
-    assert affordable_steps(1e-9, 100, np.array([10, 30])) == 1  # at least one step
-    assert affordable_steps(0.5, 100, np.array([], dtype=np.int64)) == 0  # nothing to learn
+    assert refit_cost(data, config, epochs=3) == RefitCost(3 * (3 * 5 + 4 + 3 + 5), 3 * 1)
+    assert affordable_steps(0.5, RefitCost(100, 10), np.array([10, 30])) == 2  # floor(0.5 × 100 / 20)
+    assert affordable_steps(1e-9, RefitCost(100, 10), np.array([10, 30])) == 1  # at least one step
+    assert affordable_steps(0.5, RefitCost(100, 10), np.array([], dtype=np.int64)) == 0  # nothing to learn
+    # Small batches: the share of the refit's steps binds first (each step pays a fixed price too).
+    assert affordable_steps(0.5, RefitCost(1000, 6), np.array([1, 3])) == 3  # not floor(0.5 × 1000 / 2)
 
 
 def test_a_budget_ends_the_update_at_its_counted_share_of_a_refits_work(
@@ -500,8 +503,8 @@ def test_a_budget_ends_the_update_at_its_counted_share_of_a_refits_work(
     unbounded = update(hybrid, new_data, settings(epochs=4, replay_users=10), text_embeddings=TEXT)
     assert unbounded.stats.epochs == 4 and unbounded.summary()["steps"] == unbounded.stats.steps > 4
     # What the budget counts: a refit's work over all the data for the epochs the last fit ran …
-    refit = refit_work(new_data, hybrid.config, hybrid.fit_epochs)
-    assert hybrid.fit_epochs == 2 and refit > 0
+    refit = refit_cost(new_data, hybrid.config, hybrid.fit_epochs)
+    assert hybrid.fit_epochs == 2 and refit.work > 0
     # … against the steps of the update's own data (the new events and the replayed sequences).
     per_step = step_work(
         with_replay(new_data, settings(replay_users=10)), hybrid.config.max_len, hybrid.config.batch_size
@@ -513,18 +516,19 @@ def test_a_budget_ends_the_update_at_its_counted_share_of_a_refits_work(
     assert (capped.stats.epochs, capped.stats.steps) == (1, 1)
     adapter = update(hybrid, new_data, tiny.model_copy(update={"strategy": "adapter"}), text_embeddings=TEXT)
     assert adapter.stats.steps == 1
-    # A share is a count, not a time: floor(budget × refit work / a step's mean work), every time.
+    # A share is a count, not a time: of the refit's work and of its steps, every time.
     share = tiny.model_copy(update={"budget": 0.5})
     steps = update(hybrid, new_data, share, text_embeddings=TEXT).stats.steps
-    assert steps == int(np.floor(0.5 * refit / per_step.mean()))
+    assert steps == min(int(np.floor(0.5 * refit.work / per_step.mean())), int(np.floor(0.5 * refit.steps)))
     assert 1 < steps < unbounded.stats.steps
     assert update(hybrid, new_data, share, text_embeddings=TEXT).stats.steps == steps  # deterministic
-    # A larger budget never takes fewer steps; one the epochs never reach leaves them the limit.
+    # A larger budget never takes fewer steps; the whole refit's share allows its steps, no more.
     taken = [
         update(hybrid, new_data, tiny.model_copy(update={"budget": b}), text_embeddings=TEXT).stats.steps
         for b in (1e-6, 0.25, 0.5, 0.75, 1.0)
     ]
-    assert taken == sorted(taken) and taken[2] == steps and taken[-1] == unbounded.stats.steps
+    assert taken == sorted(taken) and taken[2] == steps
+    assert taken[-1] == min(refit.steps, unbounded.stats.steps)
     assert taken[0] < unbounded.stats.steps
 
 
@@ -532,7 +536,7 @@ def test_the_budget_counts_the_same_work_for_every_strategy_and_the_last_fits_ep
     hybrid: SASRec, new_data: TrainingData
 ) -> None:
     """No strategy is priced dearer: the same data and share take the same steps; a longer fit, more."""
-    share = settings(epochs=4, replay_users=10, budget=0.3)
+    share = settings(epochs=4, replay_users=10, budget=0.6)
     steps = {
         strategy: update(
             hybrid, new_data, share.model_copy(update={"strategy": strategy}), text_embeddings=TEXT

@@ -100,6 +100,25 @@ def retrieval(args: argparse.Namespace) -> None:
     print(args.out.with_suffix(".md").read_text())
 
 
+def catalogue(args: argparse.Namespace) -> None:
+    from streamrec.bench.catalogue import run_catalogue_benchmark
+
+    result = run_catalogue_benchmark(
+        items=args.items,
+        users=args.users,
+        events=args.events,
+        epochs=args.epochs,
+        negatives=args.negatives,
+        requests=args.requests,
+        out=args.out,
+        seed=args.seed,
+        work_dir=args.work_dir,
+        progress=not args.quiet,
+        command=the_command(),
+    )
+    print_json({key: result[key] for key in ("ingest", "train", "serve")})
+
+
 def add_commands(command) -> None:
     from streamrec.bench.stream import DEFAULT_STRATEGIES
     from streamrec.cli.common import update_options
@@ -194,3 +213,17 @@ def add_commands(command) -> None:
     ann.add_argument("--expansions", default="16,32,64,128,256", help="usearch expansion_search values")
     ann.add_argument("--connectivity", type=int, default=16)
     ann.add_argument("--eval-users", type=int, default=20_000, help="0: all users")
+
+    large = benchmark(
+        "catalogue", catalogue, "A large catalogue: simulate, ingest, train (sampled softmax), serve (HNSW)."
+    )
+    large.add_argument("--items", type=int, default=1_000_000)
+    large.add_argument("--users", type=int, default=50_000)
+    large.add_argument("--events", type=int, default=3_000_000)
+    large.add_argument("--epochs", type=int, default=3, help="training epochs (the fit's --epochs)")
+    large.add_argument("--negatives", type=int, default=3000, help="sampled negatives per batch")
+    large.add_argument("--requests", type=int, default=1000, help="recommendations timed and checked")
+    large.add_argument("--seed", type=int, default=7)
+    large.add_argument("--work-dir", type=Path, help="where the scratch home goes (default: the temp folder)")
+    large.add_argument("--quiet", action="store_true")
+    large.add_argument("--out", type=Path, default=Path("results/catalogue-1m.json"))

@@ -99,6 +99,15 @@ def model_options(sub: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--text-model", default="all-MiniLM-L6-v2", help="sentence-transformers name or path")
     group.add_argument("--item-tower", choices=["hybrid", "id", "text"], default=defaults.item_tower)
+    group.add_argument(
+        "--loss",
+        choices=["full", "sampled"],
+        default=defaults.loss,
+        help="full softmax, or sampled softmax with log-Q correction (large catalogues)",
+    )
+    group.add_argument(
+        "--negatives", type=int, default=defaults.negatives, help="--loss sampled: negatives per batch"
+    )
 
 
 def model_config(args: argparse.Namespace) -> SASRecConfig:
@@ -119,6 +128,8 @@ def model_config(args: argparse.Namespace) -> SASRecConfig:
         seed=args.seed,
         device=args.device,
         processes=args.nproc,
+        loss=args.loss,
+        negatives=args.negatives,
     )
 
 

@@ -22,7 +22,7 @@ from streamrec.evaluation.offline import evaluate
 from streamrec.models.base import Recommender, TrainingData
 from streamrec.models.sasrec_net import ItemTower, SASRecConfig, SASRecNet, right_pad
 from streamrec.training.loop import TrainingLog, train_network
-from streamrec.training.strategies import IncrementStats, learn_increment, refit_work
+from streamrec.training.strategies import IncrementStats, learn_increment, refit_cost
 
 __all__ = ["ItemTower", "SASRec", "SASRecConfig", "SASRecNet", "right_pad"]
 
@@ -145,14 +145,14 @@ class SASRec(Recommender):
                 changed_fraction=1.0,
                 epochs=log.epochs,
                 steps=log.steps,
-                work=refit_work(data, self.config, log.epochs),
+                work=refit_cost(data, self.config, log.epochs).work,
             )
             return self
         if data.n_items > self.n_items:
             grown = self.grow(data.n_items, text_embeddings)
             self.net, self.n_items, self.text_embeddings = grown.net, grown.n_items, grown.text_embeddings
         assert self.net is not None
-        refit = refit_work(data, self.config, self.fit_epochs) if settings.budget is not None else None
+        refit = refit_cost(data, self.config, self.fit_epochs) if settings.budget is not None else None
         self.net, self.last_update = learn_increment(
             self.net, data, settings, self.config, refit=refit, progress=progress
         )

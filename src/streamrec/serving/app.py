@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 
 
 class LiveWatcher:
-    """A background thread that follows the registry's live pointer (promotions by other processes).
+    """A background thread that follows the registry's live pointer and the catalogue's revision
+    (promotions and item writes by other processes: other server workers, ``streamrec ingest``).
 
     Each tick also sets the live-model gauges, so with several worker processes every
     worker's series is current, not only the one a scrape happens to reach.
@@ -63,8 +64,10 @@ class LiveWatcher:
             try:
                 if self.runtime.refresh():
                     log.info("picked up promoted model %s", self.runtime.loaded.version)
+                elif self.runtime.follow_catalogue():
+                    log.info("picked up catalogue changes made by another process")
             except Exception:  # a broken version must not kill the watcher; keep serving the old one
-                log.exception("could not swap to the registry's live version")
+                log.exception("could not swap to the registry's live version or catalogue")
             self._note_model()
 
     def _note_model(self) -> None:
@@ -171,8 +174,8 @@ def serve(
     """Run the API with uvicorn: in this process, or in ``workers`` processes on one port.
 
     Each worker process holds its own copy of the live model and answers from the shared
-    store and registry; its :class:`LiveWatcher` follows promotions and rollbacks made
-    through any of them. Their metrics meet in a fresh ``PROMETHEUS_MULTIPROC_DIR``.
+    store and registry; its :class:`LiveWatcher` follows promotions, rollbacks and
+    catalogue writes made through any of them. Their metrics meet in a fresh ``PROMETHEUS_MULTIPROC_DIR``.
 
     The update worker (``worker``) runs once whatever ``workers`` is. One process runs it
     in its lifespan (``create_app(worker=True)``, stopped before uvicorn re-raises a

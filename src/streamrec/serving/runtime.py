@@ -65,6 +65,7 @@ class SearchIndex:
     matrix: np.ndarray  # float32 [n_catalogue, text_dim]; [0, 0] while the catalogue is empty
     categories: dict[str, str]
     titles: dict[str, str]  # answers carry titles without a catalogue query per item
+    revision: int = 0  # the store's Catalog.revision this view holds every upsert of
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -170,6 +171,7 @@ class Runtime:
         return self._with_text_rows(loaded, added) if added else loaded
 
     def _build_search(self, text_model: str) -> SearchIndex:
+        revision = self.store.catalog.revision()  # read first: a later upsert makes it stale, not lost
         catalogue = self.store.catalog.all()
         ids = [item.item_id for item in catalogue]
         matrix = (
@@ -184,6 +186,7 @@ class Runtime:
             matrix,
             {item.item_id: item.category for item in catalogue},
             {item.item_id: item.title for item in catalogue},
+            revision,
         )
 
     def _with_text_rows(self, loaded: LoadedVersion, item_ids: Sequence[str]) -> LoadedVersion:
@@ -262,6 +265,14 @@ class Runtime:
             self.swap_to(live)
             return True
 
+    def follow_catalogue(self) -> bool:
+        """Reload if another process changed the catalogue since this view was built; True if so."""
+        search = self.loaded.search
+        if search is None or self.store.catalog.revision() == search.revision:
+            return False
+        self.reload()
+        return True
+
     def reload(self) -> LoadedVersion:
         """Rebuild the live version and the search index from disk (catalogue edits by other processes)."""
         with self._write_lock:
@@ -304,10 +315,14 @@ class Runtime:
         """
         latest = {item.item_id: item for item in items}
         self.store.catalog.upsert(list(latest.values()))
+        revision = self.store.catalog.revision()
         with self._write_lock:
             loaded = self.loaded
             search = loaded.search
             assert search is not None
+            # Only this write since the view was built: the view stays current. Otherwise another
+            # process wrote too, and follow_catalogue will reload everything.
+            revision = revision if revision == search.revision + 1 else search.revision
             vectors = self.encode_items(search.text_model, [item.text for item in latest.values()])
             ids, rows = list(search.item_ids), dict(search.rows)
             matrix = search.matrix if len(search.matrix) else np.zeros((0, vectors.shape[1]), np.float32)
@@ -319,7 +334,7 @@ class Runtime:
             matrix[[rows[item] for item in latest]] = vectors
             categories = {**search.categories, **{i.item_id: i.category for i in latest.values()}}
             titles = {**search.titles, **{i.item_id: i.title for i in latest.values()}}
-            search = SearchIndex(search.text_model, ids, rows, matrix, categories, titles)
+            search = SearchIndex(search.text_model, ids, rows, matrix, categories, titles, revision)
             updated = self._with_text_rows(dataclasses.replace(loaded, search=search), list(latest))
             self.loaded = updated
             return {item: item in updated.index for item in latest}

@@ -143,11 +143,19 @@ class EventLog(ABC):
     def close(self) -> None: ...
 
 
+CATALOG_REVISION = "catalog_revision"  # the meta counter Catalog.revision reads
+
+
 class Catalog(ABC):
     """Items with text; ``upsert`` replaces an item's fields and keeps its first ``created_at``."""
 
     @abstractmethod
-    def upsert(self, items: Iterable[Item]) -> int: ...
+    def upsert(self, items: Iterable[Item]) -> int:
+        """Write the items and add one to :meth:`revision`, in one transaction; returns the count."""
+
+    @abstractmethod
+    def revision(self) -> int:
+        """How many upserts the catalogue has had: a server process whose view is older reloads it."""
 
     @abstractmethod
     def get(self, item_id: str) -> Item | None: ...

@@ -36,7 +36,7 @@ from psycopg.types.json import Json
 
 from streamrec.events import Event
 from streamrec.items import Item
-from streamrec.store.base import AppendResult, Catalog, EventLog, LoggedEvent, SequenceTable
+from streamrec.store.base import CATALOG_REVISION, AppendResult, Catalog, EventLog, LoggedEvent, SequenceTable
 
 SCHEMA_VERSION = 1
 # Advisory lock keys, the same in every streamrec process. Writes lock (LOCK_SPACE, the events
@@ -366,7 +366,11 @@ class PostgresCatalog(Catalog):
                     " updated_at = EXCLUDED.updated_at",
                     rows,
                 )
+            self.db.add_to_counter(conn, CATALOG_REVISION, 1)
         return len(rows)
+
+    def revision(self) -> int:
+        return self.db.counter(CATALOG_REVISION)
 
     def get(self, item_id: str) -> Item | None:
         rows = self.db.query(

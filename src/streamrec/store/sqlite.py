@@ -18,7 +18,7 @@ from pathlib import Path
 
 from streamrec.events import Event
 from streamrec.items import Item
-from streamrec.store.base import AppendResult, Catalog, EventLog, LoggedEvent, SequenceTable
+from streamrec.store.base import CATALOG_REVISION, AppendResult, Catalog, EventLog, LoggedEvent, SequenceTable
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -277,7 +277,11 @@ class SQLiteCatalog(Catalog):
                 " updated_at = excluded.updated_at",
                 rows,
             )
+            self.db.add_to_counter(conn, CATALOG_REVISION, 1)
         return len(rows)
+
+    def revision(self) -> int:
+        return self.db.counter(CATALOG_REVISION)
 
     def get(self, item_id: str) -> Item | None:
         rows = self.db.query(

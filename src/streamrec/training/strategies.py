@@ -12,10 +12,13 @@ older events read as context (see :class:`~streamrec.config.UpdateSettings`):
 
 An update's cost is *counted*, not timed: a step's work is the padded positions
 the transformer reads plus the targets the softmax scores against the catalogue
-(a learned position costs about twice a position read as context). A refit's work
-is the same count over every event for as many epochs as the model's last fit
-ran. ``budget`` caps an update at that share of a refit: deterministic, and the
-same on a busy machine as on an idle one.
+(a learned position costs about twice a position read as context), and every step
+also pays a price that no batch size changes (the whole item table's pass, every
+weight's optimiser update). A refit's cost is the same count over every event for
+as many epochs as the model's last fit ran (:class:`RefitCost`). ``budget`` caps an
+update at that share of a refit's work *and* of its steps, so an update with small
+batches cannot spend its share on step overhead: deterministic, and the same on a
+busy machine as on an idle one.
 """
 
 from __future__ import annotations
@@ -112,16 +115,26 @@ def step_work(data: TrainingData, max_len: int, batch_size: int) -> np.ndarray:
     )
 
 
-def refit_work(data: TrainingData, config: SASRecConfig, epochs: int) -> int:
-    """The work of a refit on ``data``: every event learned, ``epochs`` times."""
-    return epochs * int(step_work(replace(data, learn=None), config.max_len, config.batch_size).sum())
+@dataclass(frozen=True)
+class RefitCost:
+    """A refit's counted cost: its work (positions and targets) and its optimiser steps."""
+
+    work: int
+    steps: int
 
 
-def affordable_steps(budget: float, refit: int, per_step: np.ndarray) -> int:
-    """Steps of an update within ``budget`` of a refit's ``refit`` work; at least one."""
+def refit_cost(data: TrainingData, config: SASRecConfig, epochs: int) -> RefitCost:
+    """The cost of a refit on ``data``: every event learned, ``epochs`` times, in the model's batches."""
+    per_step = step_work(replace(data, learn=None), config.max_len, config.batch_size)
+    return RefitCost(epochs * int(per_step.sum()), epochs * len(per_step))
+
+
+def affordable_steps(budget: float, refit: RefitCost, per_step: np.ndarray) -> int:
+    """Steps of an update within ``budget`` of a refit's work and of its steps; at least one."""
     if not len(per_step):
         return 0
-    return max(1, math.floor(budget * refit / float(per_step.mean())))
+    by_work = math.floor(budget * refit.work / float(per_step.mean()))
+    return max(1, min(by_work, math.floor(budget * refit.steps)))
 
 
 def learn_increment(
@@ -130,12 +143,12 @@ def learn_increment(
     settings: UpdateSettings,
     model_config: SASRecConfig,
     *,
-    refit: int | None = None,
+    refit: RefitCost | None = None,
     progress: bool = False,
 ) -> tuple[SASRecNet, IncrementStats]:
     """Train ``net`` (already grown to ``data.n_items``) on ``data``'s marked events with the strategy.
 
-    ``refit``: the work of a refit, which ``settings.budget`` takes its share of.
+    ``refit``: the cost of a refit, which ``settings.budget`` takes its share of.
     Returns the trained network (an adapter update merges into a new module) and its stats.
     """
     if data.learn is None:
