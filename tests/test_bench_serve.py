@@ -107,9 +107,16 @@ def test_serve_benchmark_python_generator(
         out=out,
         event_batch=50,
         freshness_probes=5,
+        profile=True,
         command="test",
     )
     check_result(result, out, generator="python", workers=1)
+    # py-spy sampled the server in both recommend phases; its stacks sort into stages.
+    for phase in ("mixed", "fresh"):
+        profile = result[phase]["profile"]
+        assert profile["samples"] > 0 and abs(sum(profile["stages"].values()) - 1) < 0.01, profile
+        assert {"model", "runtime", "store", "top-k"} & set(profile["stages"]), profile
+    assert "profile" not in result["events"]
     assert "no wrk binary" in result["load_generator_note"]
     assert result["home_stats"]["events"] == events_before
     assert result["promotion"] is None

@@ -262,6 +262,14 @@ def test_two_workers_answer_on_one_port_and_swap_together(home: Path, tmp_path: 
             assert top not in [entry["item_id"] for entry in items]
         until_both_workers(base, "/recommend/u1?k=5", lambda r: top not in r.text)
 
+        # An item written through one worker is found by both within 2 s (catalogue revision).
+        item = {"title": "Quokka lantern umbrella", "description": "A gadget.", "category": "gadget"}
+        written = one_request(base, "/items/quokka", method="PUT", json=item, headers=ADMIN)
+        assert written.is_success, written.text
+        written_at = time.monotonic()
+        until_both_workers(base, "/search?q=quokka%20lantern&k=3", lambda r: '"quokka"' in r.text, 10)
+        assert time.monotonic() - written_at <= 2 + 1, "a worker took longer than its 1 s poll to follow"
+
 
 @pytest.mark.slow
 def test_several_server_processes_run_one_update_worker(home: Path, tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ import numpy as np
 from streamrec.bench.load import K, LoadGenerator, Phase, PhaseResult, Target
 from streamrec.bench.load_python import PythonLoad
 from streamrec.bench.load_wrk import WrkLoad, wrk_binary
+from streamrec.bench.profile import Recording, py_spy_binary
 from streamrec.bench.report import write_result
 from streamrec.home import Home
 from streamrec.registry import ITEMS_FILE, VERSION_FILE
@@ -460,12 +461,15 @@ def _measure(
     concurrency: int,
     seed: int,
     promotion: tuple[str, str] | None,
+    profile: Path | None = None,
 ) -> tuple[PhaseResult, dict[str, Any], dict[str, Any] | None]:
     """One phase with the server tree's CPU and cache lookups around it; ``promotion``: (live,
-    copy) to promote halfway through. Returns what the generator saw, its JSON, the promotion's."""
+    copy) to promote halfway through; ``profile``: where py-spy writes this phase's samples.
+    Returns what the generator saw, its JSON, the promotion's."""
     timer = None if promotion is None else _Promotion(server.base, promotion[1], duration / 2)
     pid = server.process.pid
     cache, cpu, started = _cache_lookups(server.base), _tree_cpu(pid), time.time()
+    recording = None if profile is None else Recording(pid, duration, profile)
     if timer is not None:
         timer.start()
     run = generator.run(phase, duration, concurrency, seed)
@@ -473,6 +477,8 @@ def _measure(
     server_cpu = _cpu_between(cpu, _tree_cpu(pid))
     after = _cache_lookups(server.base)
     summary = _phase_json(phase, run, server_cpu, {result: after[result] - cache[result] for result in after})
+    if recording is not None:
+        summary["profile"] = recording.summary()
     if record is None or promotion is None:
         return run, summary, None
     promoted = _promotion_json(record, run, *promotion, started)
@@ -499,10 +505,12 @@ def run_serve_benchmark(
     workers: int = 1,
     load_generator: str | None = None,
     promote_during: bool = False,
+    profile: bool = False,
 ) -> dict:
     """Run the phases against a ``streamrec serve`` child process; write JSON + PNG to ``out``.
 
-    ``load_generator``: ``wrk``, ``python``, or None for ``wrk`` when installed. Raises
+    ``load_generator``: ``wrk``, ``python``, or None for ``wrk`` when installed. ``profile``:
+    sample the server with py-spy during the recommend phases (:mod:`streamrec.bench.profile`). Raises
     ``ValueError`` (a message for the user) when the home has no live model or no events or
     an option is wrong, and ``RuntimeError`` (with a log) when the server or wrk fails.
     """
@@ -513,6 +521,8 @@ def run_serve_benchmark(
     if promote_during and in_place:
         raise ValueError("--promote-during adds a version and makes it live: not with --in-place")
     generator_name, generator_note = _pick_generator(load_generator)
+    if profile:
+        py_spy_binary()
     _check_home(home)
     with tempfile.TemporaryDirectory(prefix="streamrec-bench-serve-") as tmp:
         target = home
@@ -549,8 +559,9 @@ def run_serve_benchmark(
             warm = generator.run(Phase("warmup", "recommend"), WARMUP_SECONDS, concurrency, seed + 99)
             for number, phase in enumerate((*PHASES, Phase("events", "events", batch=event_batch))):
                 swap = promotion if phase.name == "mixed" else None
+                samples = Path(tmp) / f"{phase.name}.pyspy" if profile and phase.kind == "recommend" else None
                 run, phases[phase.name], promoted_here = _measure(
-                    generator, phase, server, duration, concurrency, seed + number, swap
+                    generator, phase, server, duration, concurrency, seed + number, swap, samples
                 )
                 runs[phase.name] = run
                 promoted = promoted_here or promoted
@@ -565,6 +576,7 @@ def run_serve_benchmark(
         f"streamrec bench serve --home {home} --duration {duration} --concurrency {concurrency}"
         f" --workers {workers} --load-generator {generator_name} --out {out}"
         + (" --promote-during" if promote_during else "")
+        + (" --profile" if profile else "")
     )
     result: dict[str, Any] = {
         "benchmark": "serve",

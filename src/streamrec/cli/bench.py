@@ -52,6 +52,7 @@ def serve(args: argparse.Namespace) -> None:
         workers=args.workers,
         load_generator=args.load_generator,
         promote_during=args.promote_during,
+        profile=args.profile,
         command=the_command(),
     )
     keys = ("load_generator", "workers", "mixed", "fresh", "events", "freshness_ms_p50", "promotion")
@@ -168,6 +169,11 @@ def add_commands(command) -> None:
         "--promote-during",
         action="store_true",
         help="promote a copy of the live version halfway through the mixed phase; count failed requests",
+    )
+    http.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the server with py-spy during the recommend phases: time per stage in the JSON",
     )
     http.add_argument("--event-batch", type=int, default=500)
     http.add_argument("--freshness-probes", type=int, default=50)
