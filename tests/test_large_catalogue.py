@@ -1,8 +1,10 @@
 """A million-item catalogue: sampled softmax learns it, and the HNSW index the server builds from
 100,000 items on answers as exact search over the trained table does.
 
-A chain of 60 items is scattered over the million codes; users walk it. A full softmax would
-score every one of the million items at every position; sampled softmax scores 500 drawn ones.
+A chain of 60 items is scattered over the million codes; users walk it. Every item has a
+(random, 16-wide) text vector, so every row of the hybrid model's table is a real row, as
+in a catalogue whose items all have text. A full softmax would score the million items at
+every position; sampled softmax scores 500 drawn ones.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ CATALOGUE = 1_000_000
 def test_sampled_softmax_and_hnsw_at_a_million_items() -> None:
     rng = np.random.default_rng(0)
     codes = rng.choice(CATALOGUE, size=N_ITEMS, replace=False)  # chain position -> catalogue code
+    text = rng.normal(size=(CATALOGUE, 16)).astype(np.float32)
     walks = chain_data(users=400)
     data = TrainingData([codes[s] for s in walks.sequences], CATALOGUE)
-    config = SASRecConfig(item_tower="id", **{**TINY, "epochs": 12}, loss="sampled", negatives=500)
-    model = SASRec(config).fit(data, progress=False)
+    config = SASRecConfig(item_tower="hybrid", **{**TINY, "epochs": 12}, loss="sampled", negatives=500)
+    model = SASRec(config, text).fit(data, progress=False)
     table = model.item_table()
-    assert table.shape == (CATALOGUE + 1, config.hidden)
+    assert table.shape == (CATALOGUE + 1, config.hidden) and not len(model.unscorable())
 
     retriever = make_retriever(CATALOGUE)
     assert isinstance(retriever, ANNRetriever)

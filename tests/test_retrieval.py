@@ -14,10 +14,12 @@ from streamrec.config import Settings
 from streamrec.data.synthetic import StreamConfig, generate
 from streamrec.events import EventSchema
 from streamrec.home import Home
+from streamrec.items import Item
 from streamrec.models.base import top_k
 from streamrec.models.quantize import QuantizedSASRec, quantize_dynamic_int8
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.serving.retrieval import ANNRetriever, ExactRetriever, make_retriever
+from streamrec.serving.runtime import Runtime
 from streamrec.store import open_store
 from streamrec.training.continual import train_and_register
 
@@ -171,3 +173,27 @@ def test_retrieval_benchmark_smoke(tmp_path: Path) -> None:
     assert quantization["fp32"]["score_latency"]["p50_ms"] > 0
     assert out.with_suffix(".png").stat().st_size > 0
     assert "fp32 vs int8" in out.with_suffix(".md").read_text()
+
+
+def test_an_id_model_retrieves_only_the_items_it_trained_on(tmp_path: Path) -> None:
+    """Catalogue items without events have zero rows in an ID-only model: never recommended, not indexed."""
+    home = tmp_path / "home"
+    stream = generate(StreamConfig(users=40, items=50, events=800, seed=5))
+    schema = EventSchema()
+    with open_store(home) as store:
+        store.log.append([schema.validate(event) for event in stream.events()])
+        store.catalog.upsert([Item(f"shelf{n}", f"Never bought {n}") for n in range(30)])
+    config = SASRecConfig(item_tower="id", hidden=16, layers=1, max_len=20, epochs=1, device="cpu")
+    train_and_register(Home(home, Settings()), config, text_model="unused", progress=False)
+    with Runtime.open(home) as runtime:
+        loaded = runtime.loaded
+        shelf = {code for code, item in enumerate(loaded.items) if item.startswith("shelf")}
+        assert len(shelf) == 30 and set(loaded.model.unscorable()) == shelf
+        assert loaded.retrieved is not None and shelf.isdisjoint(loaded.retrieved)
+        assert len(loaded.retriever or []) == len(loaded.items) - 30
+        for user in ("u1", "u2", "u3"):
+            seen = set(runtime.store.log.recent_items(user, 20))
+            answer = runtime.recommend(user, k=len(loaded.items))
+            recommended = {entry["item_id"] for entry in answer["items"]}
+            assert answer["source"] == "model" and recommended
+            assert not recommended & seen and not any(item.startswith("shelf") for item in recommended)

@@ -25,6 +25,7 @@ from streamrec.items import validate_item
 from streamrec.models.sasrec import SASRecConfig
 from streamrec.registry import Registry
 from streamrec.serving.app import create_app
+from streamrec.serving.runtime import RecommendRequest, Runtime
 from streamrec.store import open_store
 from streamrec.training.continual import train_and_register
 
@@ -93,6 +94,28 @@ def test_recommend_filters_by_category(client: TestClient, stream: SyntheticStre
     assert ids(response) and all(category[item] == "book" for item in ids(response))
     trending = client.get("/recommend/nobody-ever", params={"k": 4, "category": "book"})
     assert ids(trending) and all(category[item] == "book" for item in ids(trending))
+
+
+def test_recommending_together_answers_as_one_at_a_time(built_home: Path, stream: SyntheticStream) -> None:
+    """The micro-batcher's path (one forward pass for many users) gives each the answer it would get alone."""
+    category = stream.items[0]["category"]
+    requests = [
+        RecommendRequest("u1"),
+        RecommendRequest("u2", k=3),
+        RecommendRequest("u3", exclude_seen=False),
+        RecommendRequest("nobody-at-all"),  # trending
+        RecommendRequest("u4", category=category),  # scored apart: category walk
+        RecommendRequest("u1", k=5),
+    ]
+    with Runtime.open(built_home) as alone, Runtime.open(built_home) as together:
+        expected = [alone.recommend_many([r])[0] for r in requests]
+        answers = together.recommend_many(requests)
+        assert together.recommend_many(requests) == answers  # the second time, from the cache
+    assert [a["source"] for a in answers] == ["model", "model", "model", "trending", "model", "model"]
+    for answer, wanted in zip(answers, expected, strict=True):
+        assert [i["item_id"] for i in answer["items"]] == [i["item_id"] for i in wanted["items"]]
+        scores = [i["score"] for i in wanted["items"]]
+        assert [i["score"] for i in answer["items"]] == pytest.approx(scores, abs=1e-4)
 
 
 def test_session_recommendations_ignore_unknown_items(client: TestClient) -> None:

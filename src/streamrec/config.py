@@ -97,6 +97,8 @@ class ServerSettings(BaseModel):
     # Requests per client (its API key, else its address), in the limits library's notation,
     # e.g. "100/second" or "1000/minute;20/second"; unset: no limit.
     rate_limit: str | None = None
+    # Most GET /recommend requests scored in one forward pass (serving/batching.py); 1: each alone.
+    micro_batch: int = Field(64, ge=1)
 
     @field_validator("rate_limit")
     @classmethod

@@ -217,10 +217,17 @@ class SASRec(Recommender):
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         net = self._fitted().eval()
         table = net.item_table()
-        scores = (self.user_states(histories, table) @ table[1:].T).float()
-        if net.text_projection is None:  # an ID-only model cannot rank items it never trained on
-            scores[:, net.id_trained[1:] == 0] = -torch.inf
-        return scores.cpu().numpy()
+        scores = (self.user_states(histories, table) @ table[1:].T).float().cpu().numpy()
+        scores[:, self.unscorable()] = -np.inf
+        return scores
+
+    def unscorable(self) -> np.ndarray:
+        """Item codes the model cannot rank: an ID-only model's items no training has reached
+        (their table row is zero). A text or hybrid model scores every item from its text."""
+        net = self._fitted()
+        if net.text_projection is not None:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(net.id_trained[1:].cpu().numpy() == 0)
 
     def grow(self, n_items: int, text_embeddings: np.ndarray | None = None) -> SASRec:
         """A copy over ``n_items`` items: every existing weight bit-identical, new items appended.

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from streamrec.config import load_settings
 from streamrec.serving import openapi, problems, routes
 from streamrec.serving.access import Access, BodyLimit, Keys
+from streamrec.serving.batching import Batcher
 from streamrec.serving.metrics import MetricsMiddleware, ServingMetrics
 from streamrec.serving.runtime import Runtime
 from streamrec.serving.updates import UpdateJobs, WorkerProcess
@@ -116,9 +117,11 @@ def create_app(
         await anyio.to_thread.run_sync(runtime.warm_up)
         watcher = LiveWatcher(runtime, metrics)
         app.state.runtime = runtime
+        app.state.batcher = batcher = Batcher(runtime.recommend_many, settings.server.micro_batch)
         app.state.updates = UpdateJobs(home)
         learner = WorkerProcess(home) if worker else None
         watcher.start()
+        batcher.start()
         if learner is not None:
             learner.start()
         try:
@@ -126,6 +129,7 @@ def create_app(
         finally:
             if learner is not None:
                 learner.stop()
+            batcher.stop()
             watcher.stop()
             runtime.close()
             metrics.close()

@@ -2,6 +2,7 @@
 
 Handlers that run the model or touch SQLite are plain ``def``: FastAPI runs
 them in its thread pool, so a PyTorch forward never blocks the event loop.
+``GET /recommend/{user_id}`` awaits the micro-batcher's thread instead.
 HTTP errors are raised here and only here (rendered by
 :mod:`streamrec.serving.problems`); the runtime raises plain Python errors
 (``KeyError``, ``LookupError``). Who may call each router is
@@ -23,9 +24,10 @@ from streamrec.events import EventSchema, EventValidationError
 from streamrec.home import UpdateInProgress
 from streamrec.items import validate_item
 from streamrec.serving.access import require
+from streamrec.serving.batching import Batcher
 from streamrec.serving.metrics import ServingMetrics
 from streamrec.serving.problems import InvalidInput, field_problems, responses
-from streamrec.serving.runtime import Runtime
+from streamrec.serving.runtime import RecommendRequest, Runtime
 from streamrec.serving.schemas import (
     MAX_K,
     PATH_ID,
@@ -45,12 +47,18 @@ from streamrec.serving.schemas import (
 )
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are async: FastAPI would run a plain ``def`` one in its thread pool, one more
+# thread hand-off per request for an attribute read.
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_metrics(request: Request) -> ServingMetrics:
+async def get_metrics(request: Request) -> ServingMetrics:
     return request.app.state.metrics
+
+
+async def get_batcher(request: Request) -> Batcher[RecommendRequest, dict[str, Any]]:
+    return request.app.state.batcher
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -75,9 +83,9 @@ admin = APIRouter(
 @public.get(
     "/recommend/{user_id}", response_model=Recommendations, tags=["recommend"], responses=responses(404)
 )
-def recommend_user(
+async def recommend_user(
     user_id: Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID)],
-    runtime: RuntimeDep,
+    batcher: Annotated[Batcher[RecommendRequest, dict[str, Any]], Depends(get_batcher)],
     k: K = 10,
     exclude_seen: bool = True,
     category: Annotated[
@@ -85,7 +93,8 @@ def recommend_user(
     ] = None,
 ) -> dict[str, Any]:
     """Top-k for a user from their latest events; users without history get trending items."""
-    return runtime.recommend(user_id, k, exclude_seen=exclude_seen, category=category or None)
+    # Scored on the batcher's thread, with the other requests waiting then (serving/batching.py).
+    return await batcher.submit(RecommendRequest(user_id, k, exclude_seen, category or None))
 
 
 @public.post("/recommend", response_model=Recommendations, tags=["recommend"], responses=responses(400, 413))

@@ -71,6 +71,16 @@ class SearchIndex:
         return len(self.item_ids)
 
 
+@dataclass(frozen=True)
+class RecommendRequest:
+    """What ``GET /recommend/{user_id}`` asks; its fields after ``user_id`` are part of the cache key."""
+
+    user_id: str
+    k: int = 10
+    exclude_seen: bool = True
+    category: str | None = None
+
+
 @dataclass
 class LoadedVersion:
     """One consistent view for a request: never mutated, replaced whole by writers."""
@@ -82,11 +92,23 @@ class LoadedVersion:
     table: torch.Tensor | None = None  # [len(items) + 1, hidden]; row 0 is padding
     search: SearchIndex | None = None
     retriever: Retriever | None = None  # top-k over table rows: exact below ANN_THRESHOLD items, else ANN
+    retrieved: np.ndarray | None = None  # sorted codes the retriever holds, by row; None: row r is code r
     text_model: str = DEFAULT_TEXT_MODEL
     info: VersionInfo | None = None
     loaded_at: float = field(default_factory=time.time)
     # Not copied by dataclasses.replace: every new view (swap, upsert) starts with an empty cache.
     answers: ResultCache = field(default_factory=ResultCache, init=False, repr=False, compare=False)
+
+    def rows_of(self, codes: np.ndarray) -> np.ndarray:
+        """The retriever's rows of ``codes`` (codes it does not hold are left out)."""
+        if self.retrieved is None:
+            return codes
+        at = np.searchsorted(self.retrieved, codes)
+        inside = at < len(self.retrieved)
+        return at[inside][self.retrieved[at[inside]] == codes[inside]]
+
+    def codes_of(self, rows: np.ndarray) -> np.ndarray:
+        return rows if self.retrieved is None else self.retrieved[rows]
 
     @property
     def uses_text(self) -> bool:
@@ -152,6 +174,11 @@ class Runtime:
         model = SASRec.load(self.registry.path(version))
         table = model.item_table()
         text_model = text_model_of(info)
+        # An ID-only model's untrained items have zero rows: a million of them would swamp the
+        # ANN graph (and none can be ranked), so the retriever holds the scorable rows only.
+        unscorable = model.unscorable()
+        retrieved = np.setdiff1d(np.arange(len(items)), unscorable) if len(unscorable) else None
+        rows = table[1:] if retrieved is None else table[1:][torch.from_numpy(retrieved).to(table.device)]
         current: LoadedVersion | None = getattr(self, "loaded", None)
         search = current.search if current is not None and not fresh_search else None
         if search is None or search.text_model != text_model:
@@ -163,7 +190,8 @@ class Runtime:
             {item: code for code, item in enumerate(items)},
             table,
             search,
-            make_retriever(len(items)).build(table[1:].float().cpu().numpy()),
+            make_retriever(len(rows)).build(rows.float().cpu().numpy()),
+            retrieved,
             text_model,
             info,
         )
@@ -361,26 +389,24 @@ class Runtime:
 
     @staticmethod
     @torch.no_grad()
-    def _state(loaded: LoadedVersion, history: np.ndarray) -> torch.Tensor:
-        """The model's hidden state ``[1, hidden]`` after ``history`` (item codes)."""
-        return loaded.model.user_states([history], loaded.table)
+    def _states(loaded: LoadedVersion, histories: Sequence[np.ndarray]) -> torch.Tensor:
+        """The model's hidden states ``[len(histories), hidden]`` after each history (item codes)."""
+        return loaded.model.user_states(histories, loaded.table)
 
     @classmethod
     def _scores(cls, loaded: LoadedVersion, history: np.ndarray) -> np.ndarray:
         """Scores of every item in ``loaded.items`` (trained and added) after ``history`` (codes)."""
         assert loaded.table is not None
         with torch.no_grad():
-            return (cls._state(loaded, history) @ loaded.table[1:].T)[0].float().cpu().numpy()
+            scores = (cls._states(loaded, [history]) @ loaded.table[1:].T)[0].float().cpu().numpy()
+        scores[loaded.model.unscorable()] = -np.inf
+        return scores
 
     def _rank(
         self, loaded: LoadedVersion, history: np.ndarray, k: int, *, exclude_seen: bool, category: str | None
     ) -> list[tuple[str, float]]:
         if category is None and loaded.retriever is not None:
-            state = self._state(loaded, history).float().cpu().numpy()
-            banned = [np.unique(history)] if exclude_seen and len(history) else None
-            codes, values = loaded.retriever.search(state, k, exclude=banned)
-            keep = codes[0] >= 0
-            return [(loaded.items[c], float(v)) for c, v in zip(codes[0][keep], values[0][keep], strict=True)]
+            return self._search(loaded, [history], [k], [exclude_seen])[0]
         scores = self._scores(loaded, history)
         if exclude_seen and len(history):
             scores[history] = -np.inf
@@ -408,26 +434,75 @@ class Runtime:
     def recommend(
         self, user_id: str, k: int = 10, *, exclude_seen: bool = True, category: str | None = None
     ) -> dict[str, Any]:
-        """The user's top-k; a model answer is cached in the loaded version's :class:`ResultCache`.
+        """The user's top-k (see :meth:`recommend_many`)."""
+        return self.recommend_many([RecommendRequest(user_id, k, exclude_seen, category)])[0]
 
-        A model answer is a function of the loaded version and the user's recent items alone,
-        so those (hashed) and the parameters are the key: a new event changes the recent items,
-        a swap or upsert brings a new, empty cache. Trending answers depend on everyone's
-        events and are never cached. The answer may be shared: callers must not change it.
+    def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[dict[str, Any]]:
+        """Each request's top-k; the model scores every uncached one together, in one forward pass.
+
+        A model answer is cached in the loaded version's :class:`ResultCache`. It is a function
+        of the loaded version and the user's recent items alone, so those (hashed) and the
+        parameters are the key: a new event changes the recent items, a swap or upsert brings
+        a new, empty cache. Trending answers depend on everyone's events and are never cached.
+        Answers may be shared: callers must not change them.
         """
         loaded = self.loaded
-        recent = self.store.log.recent_items(user_id, loaded.model.config.max_len)
-        key = (user_id, hash(tuple(recent)), len(recent), k, exclude_seen, category)
-        answer = loaded.answers.get(key)
-        if self.on_cache is not None:
-            self.on_cache(answer is not None)
-        if answer is None:
-            answer = self._recommendations(
-                loaded, user_id, recent, k, exclude_seen=exclude_seen, category=category
+        answers: list[dict[str, Any] | None] = [None] * len(requests)
+        batched: list[tuple[int, tuple, np.ndarray]] = []  # (request, cache key, history) to score together
+        for n, request in enumerate(requests):
+            recent = self.store.log.recent_items(request.user_id, loaded.model.config.max_len)
+            key = (request.user_id, hash(tuple(recent)), len(recent), *dataclasses.astuple(request)[1:])
+            answers[n] = loaded.answers.get(key)
+            if self.on_cache is not None:
+                self.on_cache(answers[n] is not None)
+            if answers[n] is not None:
+                continue
+            history = np.array([loaded.index[i] for i in recent if i in loaded.index], dtype=np.int64)
+            if len(history) and request.category is None and loaded.retriever is not None:
+                batched.append((n, key, history))
+                continue
+            answers[n] = answer = self._recommendations(
+                loaded,
+                request.user_id,
+                recent,
+                request.k,
+                exclude_seen=request.exclude_seen,
+                category=request.category,
             )
             if answer["source"] == "model":
                 loaded.answers.put(key, answer)
-        return answer
+        if batched:
+            chosen = [requests[n] for n, _, _ in batched]
+            together = self._search(
+                loaded,
+                [history for _, _, history in batched],
+                [request.k for request in chosen],
+                [request.exclude_seen for request in chosen],
+            )
+            for (n, key, _), ranked in zip(batched, together, strict=True):
+                answers[n] = answer = self._answer_json(loaded, requests[n].user_id, ranked, "model")
+                loaded.answers.put(key, answer)
+        done = [answer for answer in answers if answer is not None]
+        assert len(done) == len(requests)
+        return done
+
+    def _search(
+        self, loaded: LoadedVersion, histories: list[np.ndarray], ks: list[int], exclude_seen: list[bool]
+    ) -> list[list[tuple[str, float]]]:
+        """Top-``ks[i]`` after each history through the retriever: one forward pass, one search."""
+        assert loaded.retriever is not None
+        states = self._states(loaded, histories).float().cpu().numpy()
+        banned = [
+            loaded.rows_of(np.unique(history)) if exclude else np.zeros(0, np.int64)
+            for history, exclude in zip(histories, exclude_seen, strict=True)
+        ]
+        rows, values = loaded.retriever.search(states, max(ks), exclude=banned)
+        ranked = []
+        for found, scores, k in zip(rows, values, ks, strict=True):
+            keep = found[:k] >= 0
+            codes = loaded.codes_of(found[:k][keep])
+            ranked.append([(loaded.items[c], float(v)) for c, v in zip(codes, scores[:k][keep], strict=True)])
+        return ranked
 
     def recommend_session(
         self, items: Sequence[str], k: int = 10, *, exclude_seen: bool = True, category: str | None = None
@@ -448,6 +523,11 @@ class Runtime:
         category: str | None,
     ) -> dict[str, Any]:
         ranked, source = self._answer(loaded, recent, k, exclude_seen=exclude_seen, category=category)
+        return self._answer_json(loaded, user_id, ranked, source)
+
+    def _answer_json(
+        self, loaded: LoadedVersion, user_id: str | None, ranked: list[tuple[str, float]], source: str
+    ) -> dict[str, Any]:
         return {
             "user_id": user_id,
             "model_version": loaded.version,
