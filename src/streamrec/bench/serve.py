@@ -57,6 +57,7 @@ from streamrec.bench.load_python import PythonLoad
 from streamrec.bench.load_wrk import WrkLoad, wrk_binary
 from streamrec.bench.profile import Recording, py_spy_binary
 from streamrec.bench.report import write_result
+from streamrec.config import load_settings
 from streamrec.home import Home
 from streamrec.registry import ITEMS_FILE, VERSION_FILE
 from streamrec.serving.access import ADMIN_KEY_ENV, WRITE_KEY_ENV
@@ -530,6 +531,7 @@ def run_serve_benchmark(
             target = Path(tmp) / "home"
             shutil.copytree(home, target, ignore=shutil.ignore_patterns("*-shm"))
         promotion = _add_copy_of_live(target) if promote_during else None
+        micro_batch = load_settings(target).server.micro_batch  # as the server reads it, env included
         with open_store(target) as store:
             stats = store.stats()
             table = store.log.sequences()
@@ -587,6 +589,7 @@ def run_serve_benchmark(
         "duration_s": duration,
         "concurrency": concurrency,
         "workers": workers,
+        "micro_batch": micro_batch,
         "load_generator": generator_name,
         "load_generator_detail": generator.describe(),
         "load_generator_note": generator_note,
