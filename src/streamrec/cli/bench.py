@@ -223,10 +223,11 @@ def add_commands(command) -> None:
     large = benchmark(
         "catalogue", catalogue, "A large catalogue: simulate, ingest, train (sampled softmax), serve (HNSW)."
     )
-    large.add_argument("--items", type=int, default=1_000_000)
-    large.add_argument("--users", type=int, default=50_000)
-    large.add_argument("--events", type=int, default=3_000_000)
-    large.add_argument("--epochs", type=int, default=3, help="training epochs (the fit's --epochs)")
+    # about 1,000,000 of the 1,400,000 simulated items get events: the model's vocabulary
+    large.add_argument("--items", type=int, default=1_400_000, help="items simulated")
+    large.add_argument("--users", type=int, default=40_000)
+    large.add_argument("--events", type=int, default=4_500_000)
+    large.add_argument("--epochs", type=int, default=2, help="training epochs (the fit's --epochs)")
     large.add_argument("--negatives", type=int, default=3000, help="sampled negatives per batch")
     large.add_argument("--requests", type=int, default=1000, help="recommendations timed and checked")
     large.add_argument("--seed", type=int, default=7)
