@@ -53,7 +53,7 @@ async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-async def get_metrics(request: Request) -> ServingMetrics:
+def get_metrics(request: Request) -> ServingMetrics:
     return request.app.state.metrics
 
 
