@@ -98,7 +98,8 @@ class ServerSettings(BaseModel):
     # e.g. "100/second" or "1000/minute;20/second"; unset: no limit.
     rate_limit: str | None = None
     # Most GET /recommend requests scored in one forward pass (serving/batching.py); 1: each alone.
-    micro_batch: int = Field(64, ge=1)
+    # On the 2-core CPU box batching lost: 924 recommend/s at 64 against 1,682 at 1 (docs/scale.md).
+    micro_batch: int = Field(1, ge=1)
 
     @field_validator("rate_limit")
     @classmethod

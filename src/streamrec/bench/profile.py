@@ -72,7 +72,7 @@ class Recording:
             raise RuntimeError(f"py-spy failed ({self.process.returncode}): {stderr.decode()[-1000:]}")
         stages: Counter[str] = Counter()
         leaves: Counter[str] = Counter()
-        for line in self.out.read_text().splitlines():
+        for line in self.out.read_text(errors="replace").splitlines():  # nonblocking: a torn frame
             stack, _, count = line.rpartition(" ")
             if not stack or not count.isdigit():
                 continue
