@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +50,9 @@ def stage_of(stack: Sequence[str]) -> str:
 
 
 def py_spy_binary() -> str:
-    found = shutil.which("py-spy")
+    """py-spy beside this Python (its virtual environment's scripts), else on PATH."""
+    beside = Path(sys.executable).parent / "py-spy"
+    found = str(beside) if beside.is_file() else shutil.which("py-spy")
     if found is None:
         raise RuntimeError("--profile needs py-spy: pip install 'streamrec[dev]' (or pip install py-spy)")
     return found
