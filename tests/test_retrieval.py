@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -151,14 +152,20 @@ def test_quantising_an_unfitted_model_fails_clearly() -> None:
 # ----- benchmark -----
 
 
-def test_retrieval_benchmark_smoke(tmp_path: Path) -> None:
-    home = tmp_path / "home"
+def id_model_home(home: Path, catalogue_only: Sequence[Item] = ()) -> Path:
+    """A small synthetic log (and ``catalogue_only`` items without events) with a live ID-only model."""
     stream = generate(StreamConfig(users=40, items=50, events=800, seed=5))
     schema = EventSchema()
     with open_store(home) as store:
         store.log.append([schema.validate(event) for event in stream.events()])
+        store.catalog.upsert(catalogue_only)
     config = SASRecConfig(item_tower="id", hidden=16, layers=1, max_len=20, epochs=1, device="cpu")
     train_and_register(Home(home, Settings()), config, text_model="unused", progress=False)
+    return home
+
+
+def test_retrieval_benchmark_smoke(tmp_path: Path) -> None:
+    home = id_model_home(tmp_path / "home")
     out = tmp_path / "retrieval.json"
     result = run_retrieval_benchmark(
         items=2000, dim=16, queries=20, k=5, out=out, seed=0, model_home=home, expansions=(16, 64)
@@ -177,14 +184,7 @@ def test_retrieval_benchmark_smoke(tmp_path: Path) -> None:
 
 def test_an_id_model_retrieves_only_the_items_it_trained_on(tmp_path: Path) -> None:
     """Catalogue items without events have zero rows in an ID-only model: never recommended, not indexed."""
-    home = tmp_path / "home"
-    stream = generate(StreamConfig(users=40, items=50, events=800, seed=5))
-    schema = EventSchema()
-    with open_store(home) as store:
-        store.log.append([schema.validate(event) for event in stream.events()])
-        store.catalog.upsert([Item(f"shelf{n}", f"Never bought {n}") for n in range(30)])
-    config = SASRecConfig(item_tower="id", hidden=16, layers=1, max_len=20, epochs=1, device="cpu")
-    train_and_register(Home(home, Settings()), config, text_model="unused", progress=False)
+    home = id_model_home(tmp_path / "home", [Item(f"shelf{n}", f"Never bought {n}") for n in range(30)])
     with Runtime.open(home) as runtime:
         loaded = runtime.loaded
         shelf = {code for code, item in enumerate(loaded.items) if item.startswith("shelf")}

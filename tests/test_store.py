@@ -180,6 +180,7 @@ class StoreContract:
             assert reader.catalog.revision() == 0
             writer.catalog.upsert([Item("i1"), Item("i2")])
             writer.catalog.upsert([Item("i1", "renamed")])
+            writer.catalog.upsert([])  # nothing written: no new revision
             assert reader.catalog.revision() == writer.catalog.revision() == 2
             writer.log.append([ev("u1", "i1", 1.0)])  # events are not catalogue writes
             assert reader.catalog.revision() == 2

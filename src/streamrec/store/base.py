@@ -151,7 +151,7 @@ class Catalog(ABC):
 
     @abstractmethod
     def upsert(self, items: Iterable[Item]) -> int:
-        """Write the items and add one to :meth:`revision`, in one transaction; returns the count."""
+        """Write the items and, if there were any, add one to :meth:`revision`, in one transaction."""
 
     @abstractmethod
     def revision(self) -> int:

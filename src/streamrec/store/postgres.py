@@ -366,7 +366,8 @@ class PostgresCatalog(Catalog):
                     " updated_at = EXCLUDED.updated_at",
                     rows,
                 )
-            self.db.add_to_counter(conn, CATALOG_REVISION, 1)
+            if rows:
+                self.db.add_to_counter(conn, CATALOG_REVISION, 1)
         return len(rows)
 
     def revision(self) -> int:

@@ -277,7 +277,8 @@ class SQLiteCatalog(Catalog):
                 " updated_at = excluded.updated_at",
                 rows,
             )
-            self.db.add_to_counter(conn, CATALOG_REVISION, 1)
+            if rows:
+                self.db.add_to_counter(conn, CATALOG_REVISION, 1)
         return len(rows)
 
     def revision(self) -> int:
