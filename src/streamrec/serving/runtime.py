@@ -399,7 +399,10 @@ class Runtime:
         assert loaded.table is not None
         with torch.no_grad():
             scores = (cls._states(loaded, [history]) @ loaded.table[1:].T)[0].float().cpu().numpy()
-        scores[loaded.model.unscorable()] = -np.inf
+        if loaded.retrieved is not None:  # an ID-only model ranks only the rows it trained (set at load)
+            unscorable = np.ones(len(scores), dtype=bool)
+            unscorable[loaded.retrieved] = False
+            scores[unscorable] = -np.inf
         return scores
 
     def _rank(
