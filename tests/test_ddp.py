@@ -58,6 +58,7 @@ def _difference(rank: int, port: int, offset: float, out: str) -> None:
             net.weight[1, 2] += offset * rank  # rank 1 out of step by `offset`
         gap = Replicas(rank, 2, torch.device("cpu")).max_difference(net)
         Path(out, f"rank{rank}.json").write_text(json.dumps(gap))
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -202,5 +202,8 @@ def _train_rank(
             state = {k: v.detach().cpu().contiguous() for k, v in replica.net.state_dict().items()}
             save_file(state, str(Path(folder) / "weights.safetensors"))
             (Path(folder) / "log.json").write_text(json.dumps(asdict(log)))
+        # No rank tears its connections down while the other still writes or reads: gloo
+        # aborts a process whose peer vanished mid-exchange (seen once in CI as SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
