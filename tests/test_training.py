@@ -17,7 +17,7 @@ from streamrec.registry import Registry
 from streamrec.serving.runtime import Runtime
 from streamrec.store import open_store
 from streamrec.training.continual import train_and_register
-from streamrec.training.fit import prepare
+from streamrec.training.fit import VALIDATION_MIN_USERS, VALIDATION_SCORES, prepare, validation_users
 
 HELD_OUT_PER_TOPIC = 3
 SMALL_MODEL = SASRecConfig(hidden=32, layers=1, max_len=30, epochs=12, patience=20, lr=3e-3, batch_size=64)
@@ -115,3 +115,13 @@ def test_beats_most_popular_by_a_wide_margin_on_the_synthetic_stream(
     popular = evaluate(MostPopular().fit(train), histories, targets)["ndcg@10"]
     model = Registry(home / MODELS_DIR).get("v0001").metrics["ndcg@10"]
     assert model > 2 * popular
+
+
+def test_a_large_catalogue_validates_on_a_fixed_sample_of_users() -> None:
+    held = list(range(0, 80_000, 2))  # 40,000 users with a last item to hold out
+    assert validation_users(held, 12_000) == held  # Beauty-sized: every user ranks
+    sample = validation_users(held, 1_400_000)
+    assert len(sample) == VALIDATION_MIN_USERS  # 2^30 scores / 1.4 M items is under the floor
+    assert set(sample) <= set(held) and sample == sorted(sample)
+    assert validation_users(held, 1_400_000) == sample  # the same users at every epoch and refit
+    assert len(validation_users(held, 100_000)) == VALIDATION_SCORES // 100_000
