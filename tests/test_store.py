@@ -123,6 +123,9 @@ class StoreContract:
         assert store.log.recent_items("u1", 10) == ["early", "tie1", "tie2", "tie3", "late"]
         assert store.log.recent_items("u1", 2) == ["tie3", "late"]
         assert store.log.recent_items("nobody", 5) == []
+        # "tie3" was appended last: the newest offset, though "late" has the newest timestamp
+        assert store.log.newest_offset("u1") == store.log.last_offset()
+        assert store.log.newest_offset("nobody") == 0
 
     def test_time_range(self, store: Store) -> None:
         store.log.append([ev("u1", "a", 1), ev("u2", "c", 5), ev("u1", "b", 5), ev("u2", "d", 9)])

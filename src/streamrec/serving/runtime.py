@@ -444,22 +444,24 @@ class Runtime:
         """Each request's top-k; the model scores every uncached one together, in one forward pass.
 
         A model answer is cached in the loaded version's :class:`ResultCache`. It is a function
-        of the loaded version and the user's recent items alone, so those (hashed) and the
-        parameters are the key: a new event changes the recent items, a swap or upsert brings
-        a new, empty cache. Trending answers depend on everyone's events and are never cached.
-        Answers may be shared: callers must not change them.
+        of the loaded version and the user's events alone, so the user's newest log offset and
+        the parameters are the key: a new event moves the offset, a swap or upsert brings a
+        new, empty cache. A hit costs one index lookup, not a read of the recent items.
+        Trending answers depend on everyone's events and are never cached. Answers may be
+        shared: callers must not change them.
         """
         loaded = self.loaded
         answers: list[dict[str, Any] | None] = [None] * len(requests)
         batched: list[tuple[int, tuple, np.ndarray]] = []  # (request, cache key, history) to score together
         for n, request in enumerate(requests):
-            recent = self.store.log.recent_items(request.user_id, loaded.model.config.max_len)
-            key = (request.user_id, hash(tuple(recent)), len(recent), *dataclasses.astuple(request)[1:])
+            key = (self.store.log.newest_offset(request.user_id), *dataclasses.astuple(request))
             answers[n] = loaded.answers.get(key)
             if self.on_cache is not None:
                 self.on_cache(answers[n] is not None)
             if answers[n] is not None:
                 continue
+            # An event landing now only makes this answer fresher than its key: the next request misses.
+            recent = self.store.log.recent_items(request.user_id, loaded.model.config.max_len)
             history = np.array([loaded.index[i] for i in recent if i in loaded.index], dtype=np.int64)
             if len(history) and request.category is None and loaded.retriever is not None:
                 batched.append((n, key, history))

@@ -125,6 +125,10 @@ class EventLog(ABC):
         """The user's last ``n`` item ids, oldest first, ordered by (timestamp, offset)."""
 
     @abstractmethod
+    def newest_offset(self, user_id: str) -> int:
+        """The largest offset of the user's events (0 without any): it changes with each new event."""
+
+    @abstractmethod
     def time_range(self, start: float, end: float) -> list[LoggedEvent]:
         """Events with ``start <= timestamp < end``, ordered by (timestamp, offset)."""
 

@@ -282,6 +282,11 @@ class PostgresEventLog(EventLog):
         )
         return [row[0] for row in reversed(rows)]
 
+    def newest_offset(self, user_id: str) -> int:
+        return self.db.query(
+            "SELECT COALESCE(MAX(log_offset), 0) FROM events WHERE user_id = %s", (user_id,)
+        )[0][0]
+
     def time_range(self, start: float, end: float) -> list[LoggedEvent]:
         rows = self.db.query(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE ts >= %s AND ts < %s ORDER BY ts, log_offset",

@@ -196,6 +196,11 @@ class SQLiteEventLog(EventLog):
         )
         return [row[0] for row in reversed(rows)]
 
+    def newest_offset(self, user_id: str) -> int:
+        # answered from the (user_id, ts) index alone: the offset is its rowid
+        query = "SELECT COALESCE(MAX(offset), 0) FROM events WHERE user_id = ?"
+        return self.db.query(query, (user_id,))[0][0]
+
     def time_range(self, start: float, end: float) -> list[LoggedEvent]:
         rows = self.db.query(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE ts >= ? AND ts < ? ORDER BY ts, offset",
