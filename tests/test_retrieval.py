@@ -19,7 +19,7 @@ from streamrec.items import Item
 from streamrec.models.base import top_k
 from streamrec.models.quantize import QuantizedSASRec, quantize_dynamic_int8
 from streamrec.models.sasrec import SASRec, SASRecConfig
-from streamrec.serving.retrieval import ANNRetriever, ExactRetriever, make_retriever
+from streamrec.serving.retrieval import ANNRetriever, ExactRetriever, PartitionedRetriever, make_retriever
 from streamrec.serving.runtime import Runtime
 from streamrec.store import open_store
 from streamrec.training.continual import train_and_register
@@ -98,6 +98,49 @@ def test_make_retriever_switches_at_the_threshold() -> None:
     ann = make_retriever(100_000, expansion_search=32)
     assert isinstance(ann, ANNRetriever) and ann.expansion_search == 32
     assert isinstance(make_retriever(50, ann_threshold=10), ANNRetriever)
+
+
+# ----- partitioned -----
+
+
+def test_partitioned_retriever_equals_brute_force_through_add_replace_and_copy() -> None:
+    rng = np.random.default_rng(6)
+    vectors = rng.normal(size=(300, 8)).astype(np.float32)
+    apart = np.array([3, 50, 51, 299])
+    queries = rng.normal(size=(40, 8)).astype(np.float32)
+    exclude = [rng.choice(300, size=int(rng.integers(0, 6)), replace=False) for _ in queries]
+
+    def agree(parted: PartitionedRetriever, table: np.ndarray) -> None:
+        truth, truth_scores = ExactRetriever().build(table).search(queries, 7, exclude=exclude)
+        found, scores = parted.search(queries, 7, exclude=exclude)
+        np.testing.assert_array_equal(found, truth)
+        np.testing.assert_allclose(scores, truth_scores, rtol=1e-5)
+
+    parted = PartitionedRetriever(apart, ann_threshold=10**9).build(vectors)  # both parts exact
+    agree(parted, vectors)
+    snapshot = parted.copy()
+    new = rng.normal(size=(4, 8)).astype(np.float32) * 3
+    np.testing.assert_array_equal(parted.add(new), np.arange(300, 304))
+    vectors = np.concatenate([vectors, new])
+    parted.replace(np.array([3, 7, 301]), vectors[[8, 9, 10]] * 2)  # rows in the apart part, the rest, added
+    vectors[[3, 7, 301]] = vectors[[8, 9, 10]] * 2
+    agree(parted, vectors)
+    assert len(snapshot) == 300 and len(parted) == 304
+    assert parted.describe()["parts"][0]["items"] == 4
+
+
+def test_make_retriever_searches_a_hybrid_models_trained_rows_apart() -> None:
+    vectors, queries = clustered_vectors(3000, 16, 100, seed=7)
+    apart = np.arange(0, 3000, 100)
+    parted = make_retriever(3000, ann_threshold=20, apart=apart).build(vectors)
+    assert isinstance(parted, PartitionedRetriever)
+    assert [p["kind"] for p in parted.describe()["parts"]] == ["ANNRetriever", "ANNRetriever"]
+    truth, _ = ExactRetriever().build(vectors).search(queries, 10)
+    assert recall_at_k(parted.search(queries, 10)[0], truth) >= 0.9
+    assert isinstance(
+        make_retriever(3000, ann_threshold=20, apart=np.arange(3000)), ANNRetriever
+    )  # nothing apart
+    assert isinstance(make_retriever(3000, apart=apart), ExactRetriever)  # below the threshold
 
 
 # ----- int8 -----

@@ -229,6 +229,15 @@ class SASRec(Recommender):
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(net.id_trained[1:].cpu().numpy() == 0)
 
+    def learned_rows(self) -> np.ndarray:
+        """Item codes whose table row holds a trained ID embedding (empty for a text-only tower).
+
+        In a hybrid model these rows stand apart from the text-only ones in the table."""
+        net = self._fitted()
+        if net.id_embedding is None:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(net.id_trained[1:].cpu().numpy() > 0)
+
     def grow(self, n_items: int, text_embeddings: np.ndarray | None = None) -> SASRec:
         """A copy over ``n_items`` items: every existing weight bit-identical, new items appended.
 

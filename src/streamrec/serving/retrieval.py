@@ -328,13 +328,112 @@ class ANNRetriever(Retriever):
         }
 
 
-def make_retriever(n_items: int, ann_threshold: int = ANN_THRESHOLD, **ann_options: Any) -> Retriever:
+class PartitionedRetriever(Retriever):
+    """Two groups of rows searched apart, each query's best of both merged: ``apart`` and the rest.
+
+    HNSW finds a query's best rows by walking from neighbour to neighbour; when they stand
+    apart from everything else, the walk never reaches them. A hybrid model's trained items
+    (text plus a learned ID row) are such a group among a million text-only items: one HNSW
+    graph over all of them found 3 % of the exact top-10. Each group on its own is alike,
+    so each gets the retriever its size calls for (:func:`make_retriever`), and rows added
+    later (new, untrained items) join the rest.
+    """
+
+    def __init__(self, apart: np.ndarray, ann_threshold: int = ANN_THRESHOLD, **ann_options: Any) -> None:
+        self.apart = np.unique(np.asarray(apart, dtype=np.int64))
+        self.ann_threshold, self.ann_options = ann_threshold, ann_options
+        self._parts: list[Retriever] = []
+        self._rows: list[np.ndarray] = []  # per part: the global id of each of its rows
+        self._part_of = np.zeros(0, dtype=np.int8)  # per global id: its part
+        self._local = np.zeros(0, dtype=np.int64)  # per global id: its row in that part
+
+    def __len__(self) -> int:
+        return len(self._part_of)
+
+    def build(self, vectors: np.ndarray) -> PartitionedRetriever:
+        matrix = _as_matrix(vectors)
+        self.dim = matrix.shape[1]
+        inside = np.zeros(len(matrix), dtype=bool)
+        inside[self.apart[self.apart < len(matrix)]] = True
+        self._rows = [np.flatnonzero(inside), np.flatnonzero(~inside)]
+        self._parts = [
+            make_retriever(len(rows), self.ann_threshold, **self.ann_options).build(matrix[rows])
+            for rows in self._rows
+        ]
+        self._part_of = (~inside).astype(np.int8)
+        self._local = np.zeros(len(matrix), dtype=np.int64)
+        for rows in self._rows:
+            self._local[rows] = np.arange(len(rows))
+        return self
+
+    def add(self, vectors: np.ndarray) -> np.ndarray:
+        matrix = _as_matrix(vectors, self.dim)
+        ids = np.arange(len(self), len(self) + len(matrix), dtype=np.int64)
+        self._local = np.concatenate([self._local, self._parts[1].add(matrix)])
+        self._part_of = np.concatenate([self._part_of, np.ones(len(ids), dtype=np.int8)])
+        self._rows[1] = np.concatenate([self._rows[1], ids])
+        return ids
+
+    def replace(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        matrix = _as_matrix(vectors, self.dim)
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self)):
+            raise IndexError(f"ids must be in 0 .. {len(self) - 1}")
+        for part, retriever in enumerate(self._parts):
+            mine = self._part_of[ids] == part
+            if mine.any():
+                retriever.replace(self._local[ids[mine]], matrix[mine])
+
+    def copy(self) -> PartitionedRetriever:
+        clone = PartitionedRetriever(self.apart, self.ann_threshold, **self.ann_options)
+        clone.dim = self.dim
+        clone._parts = [part.copy() for part in self._parts]
+        clone._rows = [rows.copy() for rows in self._rows]
+        clone._part_of, clone._local = self._part_of.copy(), self._local.copy()
+        return clone
+
+    def _fill(
+        self,
+        queries: np.ndarray,
+        k: int,
+        exclude: Sequence[np.ndarray] | None,
+        ids: np.ndarray,
+        scores: np.ndarray,
+    ) -> None:
+        found, values = [], []
+        for part, (retriever, rows) in enumerate(zip(self._parts, self._rows, strict=True)):
+            banned = None
+            if exclude is not None:
+                banned = []
+                for excluded in exclude:
+                    excluded = np.asarray(excluded, dtype=np.int64)
+                    excluded = excluded[(excluded >= 0) & (excluded < len(self))]
+                    banned.append(self._local[excluded[self._part_of[excluded] == part]])
+            part_ids, part_scores = retriever.search(queries, k, exclude=banned)
+            found.append(np.where(part_ids >= 0, rows[np.maximum(part_ids, 0)] if len(rows) else -1, -1))
+            values.append(part_scores)
+        merged_ids, merged_scores = np.concatenate(found, axis=1), np.concatenate(values, axis=1)
+        order = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+        ids[:] = np.take_along_axis(merged_ids, order, axis=1)
+        scores[:] = np.take_along_axis(merged_scores, order, axis=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "parts": [part.describe() for part in self._parts]}
+
+
+def make_retriever(
+    n_items: int, ann_threshold: int = ANN_THRESHOLD, *, apart: np.ndarray | None = None, **ann_options: Any
+) -> Retriever:
     """An empty retriever suited to ``n_items``: exact below ``ann_threshold``, HNSW from it on.
 
-    ``ann_options`` go to :class:`ANNRetriever` (connectivity, expansion_add, expansion_search,
-    dtype, threads). The choice is made once: a catalogue that grows past the threshold
-    through ``add`` keeps its exact index until the next version is loaded.
+    ``apart``: ids of rows unlike the others (a hybrid model's trained items), searched on
+    their own when HNSW is used (:class:`PartitionedRetriever`). ``ann_options`` go to
+    :class:`ANNRetriever` (connectivity, expansion_add, expansion_search, dtype, threads).
+    The choice is made once: a catalogue that grows past the threshold through ``add``
+    keeps its exact index until the next version is loaded.
     """
-    if n_items >= ann_threshold:
-        return ANNRetriever(**ann_options)
-    return ExactRetriever()
+    if n_items < ann_threshold:
+        return ExactRetriever()
+    if apart is not None and 0 < len(apart) < n_items:
+        return PartitionedRetriever(apart, ann_threshold, **ann_options)
+    return ANNRetriever(**ann_options)

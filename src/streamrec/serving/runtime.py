@@ -190,7 +190,10 @@ class Runtime:
             {item: code for code, item in enumerate(items)},
             table,
             search,
-            make_retriever(len(rows)).build(rows.float().cpu().numpy()),
+            # a hybrid model's trained rows are searched apart from its text-only ones (retrieval.py)
+            make_retriever(len(rows), apart=None if retrieved is not None else model.learned_rows()).build(
+                rows.float().cpu().numpy()
+            ),
             retrieved,
             text_model,
             info,
