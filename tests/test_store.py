@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import pytest
 
 from streamrec.events import Event
 from streamrec.items import Item
-from streamrec.store import Store, open_store
+from streamrec.store import Impression, Store, open_store
 from streamrec.store.postgres import scratch_schema, with_search_path
 
 
@@ -194,6 +195,20 @@ class StoreContract:
         assert store.catalog.get("i1") == Item("i1", "T", "D", "C", attributes, 12.5)
         assert list(store.catalog.all()[0].attributes or {}) == ["year", "genres", "brand"]  # text order
         assert store.catalog.all()[1].attributes is None
+
+    def test_impressions_come_back_by_request_id_and_time(self, location: str) -> None:
+        shown = [
+            Impression("r1", 10.0, "u1", "v0001", "recommend", ("i3", "i1"), None),
+            Impression("r2", 12.5, None, "v0002", "session", (), "b"),
+            Impression("r3", 11.0, "u2", "v0001", "search", ("é", "i\u00a0x"), "a"),
+        ]
+        with open_store(location) as writer, open_store(location) as reader:
+            writer.impressions.append(shown)
+            writer.impressions.append([replace(shown[0], items=("changed",))])  # a known id stays as it was
+            assert reader.impressions.get("r1") == shown[0] and reader.impressions.get("nope") is None
+            assert reader.impressions.between(10.0, 12.5) == [shown[0], shown[2]]  # by time, end excluded
+            assert len(reader.impressions) == 3
+            assert writer.log.last_offset() == 0  # impressions are not events
 
     def test_concurrent_writer_processes_get_gap_free_offsets_and_each_event_once(
         self, location: str, tmp_path: Path

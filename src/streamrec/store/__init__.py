@@ -13,13 +13,24 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
-from streamrec.store.base import AppendResult, Catalog, Database, EventLog, LoggedEvent, SequenceTable
-from streamrec.store.sqlite import SQLiteCatalog, SQLiteDatabase, SQLiteEventLog
+from streamrec.store.base import (
+    AppendResult,
+    Catalog,
+    Database,
+    EventLog,
+    Impression,
+    ImpressionLog,
+    LoggedEvent,
+    SequenceTable,
+)
+from streamrec.store.sqlite import SQLiteCatalog, SQLiteDatabase, SQLiteEventLog, SQLiteImpressionLog
 
 __all__ = [
     "AppendResult",
     "Catalog",
     "EventLog",
+    "Impression",
+    "ImpressionLog",
     "LoggedEvent",
     "SequenceTable",
     "Store",
@@ -30,11 +41,14 @@ DATABASE_FILE = "streamrec.sqlite"
 
 
 class Store:
-    """The event log and the catalogue of one streamrec home, on the connection they share."""
+    """The event log, the catalogue and the impressions of one home, on the connection they share."""
 
-    def __init__(self, log: EventLog, catalog: Catalog, database: Database) -> None:
+    def __init__(
+        self, log: EventLog, catalog: Catalog, impressions: ImpressionLog, database: Database
+    ) -> None:
         self.log = log
         self.catalog = catalog
+        self.impressions = impressions
         self.database = database
 
     def transaction(self):
@@ -71,13 +85,18 @@ def open_store(location: str | Path, *, synchronous: str = "FULL") -> Store:
     elif scheme == "sqlite" and rest.startswith("/"):
         path = Path(rest[1:])
     elif scheme.startswith("postgres"):  # psycopg is imported only here; postgres.py checks the rest
-        from streamrec.store.postgres import PostgresCatalog, PostgresDatabase, PostgresEventLog
+        from streamrec.store.postgres import (
+            PostgresCatalog,
+            PostgresDatabase,
+            PostgresEventLog,
+            PostgresImpressionLog,
+        )
 
         pg = PostgresDatabase(text, synchronous=synchronous)
-        return Store(PostgresEventLog(pg), PostgresCatalog(pg), pg)
+        return Store(PostgresEventLog(pg), PostgresCatalog(pg), PostgresImpressionLog(pg), pg)
     else:
         raise ValueError(
             f"store: unsupported URL {text!r} (known: sqlite:///PATH, postgresql://…, or a home folder)"
         )
     database = SQLiteDatabase(path, synchronous=synchronous)
-    return Store(SQLiteEventLog(database), SQLiteCatalog(database), database)
+    return Store(SQLiteEventLog(database), SQLiteCatalog(database), SQLiteImpressionLog(database), database)

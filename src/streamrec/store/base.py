@@ -1,12 +1,13 @@
-"""The storage contracts: an append-only event log and an item catalogue.
+"""The storage contracts: an append-only event log, an item catalogue, and what was shown.
 
 The default backend is SQLite (:mod:`streamrec.store.sqlite`); PostgreSQL
-(:mod:`streamrec.store.postgres`) implements the same two small interfaces and
+(:mod:`streamrec.store.postgres`) implements the same small interfaces and
 passes the same contract tests (``tests/test_store.py``).
 """
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -166,6 +167,56 @@ class Catalog(ABC):
 
     @abstractmethod
     def all(self) -> list[Item]: ...
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Impression:
+    """One answer as it was shown: ``items`` best first (position = index + 1).
+
+    ``surface`` is what answered (``recommend``, ``session``, ``search``); ``arm`` the
+    experiment arm the user was in, if one ran. Events that carry ``request_id`` are
+    attributed to it (:mod:`streamrec.evaluation.online`).
+    """
+
+    request_id: str
+    timestamp: float
+    user_id: str | None
+    version: str
+    surface: str
+    items: tuple[str, ...]
+    arm: str | None = None
+
+
+IMPRESSION_COLUMNS = "request_id, ts, user_id, version, surface, items, arm"
+
+
+def impression_row(impression: Impression) -> tuple:
+    """An impression as a row of :data:`IMPRESSION_COLUMNS`: the items as one JSON array."""
+    i = impression
+    return (i.request_id, i.timestamp, i.user_id, i.version, i.surface, json.dumps(i.items), i.arm)
+
+
+def row_to_impression(row: Sequence) -> Impression:
+    request_id, ts, user_id, version, surface, items, arm = row
+    return Impression(request_id, ts, user_id, version, surface, tuple(json.loads(items)), arm)
+
+
+class ImpressionLog(ABC):
+    """What the server showed, keyed by request id; written in batches, read by time."""
+
+    @abstractmethod
+    def append(self, impressions: Sequence[Impression]) -> None:
+        """Store a batch in one durable transaction (a request id already stored is kept as it was)."""
+
+    @abstractmethod
+    def get(self, request_id: str) -> Impression | None: ...
+
+    @abstractmethod
+    def between(self, start: float, end: float) -> list[Impression]:
+        """Impressions with ``start <= timestamp < end``, oldest first."""
 
     @abstractmethod
     def __len__(self) -> int: ...

@@ -36,7 +36,19 @@ from psycopg.types.json import Json
 
 from streamrec.events import Event
 from streamrec.items import Item
-from streamrec.store.base import CATALOG_REVISION, AppendResult, Catalog, EventLog, LoggedEvent, SequenceTable
+from streamrec.store.base import (
+    CATALOG_REVISION,
+    IMPRESSION_COLUMNS,
+    AppendResult,
+    Catalog,
+    EventLog,
+    Impression,
+    ImpressionLog,
+    LoggedEvent,
+    SequenceTable,
+    impression_row,
+    row_to_impression,
+)
 
 SCHEMA_VERSION = 1
 # Advisory lock keys, the same in every streamrec process. Writes lock (LOCK_SPACE, the events
@@ -69,6 +81,16 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS impressions (
+    request_id TEXT PRIMARY KEY,
+    ts DOUBLE PRECISION NOT NULL,
+    user_id TEXT,
+    version TEXT NOT NULL,
+    surface TEXT NOT NULL,
+    arm TEXT,
+    items TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS impressions_time ON impressions (ts);
 """
 # JSON, not JSONB: JSONB reorders an object's keys, and an item's text lists its attributes in order.
 _EVENT_COLUMNS = "log_offset, user_id, item_id, event_type, ts, value, event_id, context"
@@ -424,3 +446,33 @@ def scratch_schema(url: str, schema: str) -> Iterator[str]:
     finally:
         with psycopg.connect(connection_url(url), autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(name))
+
+
+class PostgresImpressionLog(ImpressionLog):
+    """Impressions in the ``impressions`` table (items as a JSON array, in TEXT)."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self.db = db
+
+    def append(self, impressions: Sequence[Impression]) -> None:
+        rows = [impression_row(i) for i in impressions]
+        with _refusing_nul(), self.db.transaction() as conn:
+            conn.cursor().executemany(
+                f"INSERT INTO impressions ({IMPRESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (request_id) DO NOTHING",
+                rows,
+            )
+
+    def get(self, request_id: str) -> Impression | None:
+        rows = self.db.query(
+            f"SELECT {IMPRESSION_COLUMNS} FROM impressions WHERE request_id = %s", (request_id,)
+        )
+        return row_to_impression(rows[0]) if rows else None
+
+    def between(self, start: float, end: float) -> list[Impression]:
+        where = "ts >= %s AND ts < %s ORDER BY ts, request_id"
+        rows = self.db.query(f"SELECT {IMPRESSION_COLUMNS} FROM impressions WHERE {where}", (start, end))
+        return [row_to_impression(row) for row in rows]
+
+    def __len__(self) -> int:
+        return self.db.query("SELECT COUNT(*) FROM impressions")[0][0]

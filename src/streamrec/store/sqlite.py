@@ -18,7 +18,19 @@ from pathlib import Path
 
 from streamrec.events import Event
 from streamrec.items import Item
-from streamrec.store.base import CATALOG_REVISION, AppendResult, Catalog, EventLog, LoggedEvent, SequenceTable
+from streamrec.store.base import (
+    CATALOG_REVISION,
+    IMPRESSION_COLUMNS,
+    AppendResult,
+    Catalog,
+    EventLog,
+    Impression,
+    ImpressionLog,
+    LoggedEvent,
+    SequenceTable,
+    impression_row,
+    row_to_impression,
+)
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -45,6 +57,16 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS impressions (
+    request_id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    user_id TEXT,
+    version TEXT NOT NULL,
+    surface TEXT NOT NULL,
+    arm TEXT,
+    items TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS impressions_time ON impressions (ts);
 """
 _EVENT_COLUMNS = "offset, user_id, item_id, event_type, ts, value, event_id, context"
 
@@ -312,3 +334,31 @@ def _row_to_item(row: tuple) -> Item:
     return Item(
         item_id, title, description, category, json.loads(attributes) if attributes else None, created_at
     )
+
+
+class SQLiteImpressionLog(ImpressionLog):
+    """Impressions in the ``impressions`` table, clustered by request id."""
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
+
+    def append(self, impressions: Sequence[Impression]) -> None:
+        rows = [impression_row(i) for i in impressions]
+        with self.db.transaction() as conn:
+            conn.executemany(
+                f"INSERT OR IGNORE INTO impressions ({IMPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
+
+    def get(self, request_id: str) -> Impression | None:
+        rows = self.db.query(
+            f"SELECT {IMPRESSION_COLUMNS} FROM impressions WHERE request_id = ?", (request_id,)
+        )
+        return row_to_impression(rows[0]) if rows else None
+
+    def between(self, start: float, end: float) -> list[Impression]:
+        where = "ts >= ? AND ts < ? ORDER BY ts, request_id"
+        rows = self.db.query(f"SELECT {IMPRESSION_COLUMNS} FROM impressions WHERE {where}", (start, end))
+        return [row_to_impression(row) for row in rows]
+
+    def __len__(self) -> int:
+        return self.db.query("SELECT COUNT(*) FROM impressions")[0][0]
