@@ -18,6 +18,13 @@ def test_valid_event_round_trip() -> None:
     assert event.context == {"page": "home"}
 
 
+def test_a_request_id_top_level_or_in_the_context_attributes_the_event() -> None:
+    top = SCHEMA.validate({**GOOD, "request_id": "r9", "context": {"page": "home"}})
+    assert top.request_id == "r9" and top.context == {"page": "home", "request_id": "r9"}
+    assert SCHEMA.validate({**GOOD, "context": {"request_id": "r9"}}).request_id == "r9"
+    assert SCHEMA.validate(GOOD).request_id is None
+
+
 def test_integer_ids_become_strings() -> None:
     event = SCHEMA.validate({**GOOD, "user_id": 42, "item_id": 7})
     assert (event.user_id, event.item_id) == ("42", "7")
@@ -69,6 +76,9 @@ def test_missing_timestamp_takes_arrival_time() -> None:
         ({"context": "{oops"}, "context", "is not valid JSON"),
         ({"context": ["a"]}, "context", "must be a JSON object"),
         ({"context": {"blob": "x" * 5000}}, "context", "larger than 4096 bytes"),
+        ({"request_id": ["r1"]}, "request_id", "must be a string"),
+        ({"request_id": "  "}, "request_id", "must not be blank"),
+        ({"context": {"request_id": 7}}, "context.request_id", "must be a string"),
         ({"colour": "red"}, "colour", "is not an event field"),
     ],
 )

@@ -114,6 +114,17 @@ class ServerSettings(BaseModel):
         return value
 
 
+class OnlineSettings(BaseModel):
+    """How shown answers are judged online (evaluation/online.py): which event types count."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    click_types: tuple[str, ...] = ("click",)
+    conversion_types: tuple[str, ...] = ("purchase",)
+    # An event counts for an answer shown at most this many seconds before it.
+    window_seconds: float = Field(3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Deployment settings of one home."""
 
@@ -131,6 +142,7 @@ class Settings(BaseSettings):
     ingest_batch_size: int = Field(20_000, ge=1)  # events per committed batch when ingesting files
     update: UpdateSettings = UpdateSettings()
     server: ServerSettings = ServerSettings()
+    online: OnlineSettings = OnlineSettings()
     keep_versions: int = Field(10, ge=1)  # registry retention; live and its rollback target always stay
     worker_poll_seconds: float = Field(2.0, gt=0)
 

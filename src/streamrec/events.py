@@ -35,7 +35,9 @@ FIELDS: tuple[str, ...] = (
     "value",
     "event_id",
     "context",
+    "request_id",
 )
+REQUEST_ID = "request_id"  # the answer an event responds to, kept in its context (attribution)
 MAX_ID_LENGTH = 256
 EXCERPT = 80  # characters of a rejected value an error message quotes at most
 MAX_CONTEXT_BYTES = 4096
@@ -75,6 +77,11 @@ class Event:
     value: float | None = None
     event_id: str | None = None
     context: dict[str, Any] | None = None
+
+    @property
+    def request_id(self) -> str | None:
+        """The answer (``request_id`` of a recommendation or search) this event responds to, if any."""
+        return self.context.get(REQUEST_ID) if self.context else None
 
 
 def parse_timestamp(raw: Any) -> float:
@@ -199,6 +206,11 @@ class EventSchema:
                 raise EventValidationError(
                     where, "context", f"must be a JSON object, got {type(context).__name__}"
                 )
-            if context is not None and len(json.dumps(context)) > MAX_CONTEXT_BYTES:
-                raise EventValidationError(where, "context", f"is larger than {MAX_CONTEXT_BYTES} bytes")
+        request_id = _identifier(record, REQUEST_ID, where, required=False)
+        if request_id is not None:  # top level or in the context: stored in the context
+            context = {**(context or {}), REQUEST_ID: request_id}
+        elif context and REQUEST_ID in context and not isinstance(context[REQUEST_ID], str):
+            raise EventValidationError(where, f"context.{REQUEST_ID}", "must be a string")
+        if context is not None and len(json.dumps(context)) > MAX_CONTEXT_BYTES:
+            raise EventValidationError(where, "context", f"is larger than {MAX_CONTEXT_BYTES} bytes")
         return Event(user_id, item_id, event_type, timestamp, value, event_id, context or None)

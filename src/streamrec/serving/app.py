@@ -21,6 +21,7 @@ from streamrec.config import load_settings
 from streamrec.serving import openapi, problems, routes
 from streamrec.serving.access import Access, BodyLimit, Keys
 from streamrec.serving.batching import Batcher
+from streamrec.serving.impressions import ImpressionRecorder
 from streamrec.serving.metrics import MetricsMiddleware, ServingMetrics
 from streamrec.serving.runtime import Runtime
 from streamrec.serving.updates import UpdateJobs, WorkerProcess
@@ -118,10 +119,16 @@ def create_app(
         watcher = LiveWatcher(runtime, metrics)
         app.state.runtime = runtime
         app.state.batcher = batcher = Batcher(runtime.recommend_many, settings.server.micro_batch)
+        app.state.impressions = impressions = ImpressionRecorder(
+            runtime.store.impressions,
+            on_written=metrics.impressions_written.inc,
+            on_dropped=metrics.impressions_dropped.inc,
+        )
         app.state.updates = UpdateJobs(home)
         learner = WorkerProcess(home) if worker else None
         watcher.start()
         batcher.start()
+        impressions.start()
         if learner is not None:
             learner.start()
         try:
@@ -130,6 +137,7 @@ def create_app(
             if learner is not None:
                 learner.stop()
             batcher.stop()
+            impressions.stop()
             watcher.stop()
             runtime.close()
             metrics.close()

@@ -91,6 +91,13 @@ class ServingMetrics:
             ("result",), registry=self.registry,
         )  # fmt: skip
         self._cache_hits, self._cache_misses = cache.labels("hit"), cache.labels("miss")
+        impressions = Counter(
+            "streamrec_impressions_total",
+            "Answers shown, by what became of their record: written (to the store) or dropped.",
+            ("result",), registry=self.registry,
+        )  # fmt: skip
+        self.impressions_written = impressions.labels("written")
+        self.impressions_dropped = impressions.labels("dropped")
         self._version: str | None = None
         self._version_lock = threading.Lock()
         if os.environ.get(MULTIPROC_ENV):

@@ -25,6 +25,7 @@ from streamrec.home import UpdateInProgress
 from streamrec.items import validate_item
 from streamrec.serving.access import require
 from streamrec.serving.batching import Batcher
+from streamrec.serving.impressions import ImpressionRecorder
 from streamrec.serving.metrics import ServingMetrics
 from streamrec.serving.problems import InvalidInput, field_problems, responses
 from streamrec.serving.runtime import RecommendRequest, Runtime
@@ -61,7 +62,12 @@ async def get_batcher(request: Request) -> Batcher[RecommendRequest, dict[str, A
     return request.app.state.batcher
 
 
+async def get_impressions(request: Request) -> ImpressionRecorder:
+    return request.app.state.impressions
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+ImpressionsDep = Annotated[ImpressionRecorder, Depends(get_impressions)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
 ItemId = Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID, description="an item id")]
 ANY_REQUEST = (401, 403, 422, 429)  # keys, validation and the rate limit apply to every operation
@@ -86,6 +92,7 @@ admin = APIRouter(
 async def recommend_user(
     user_id: Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID)],
     batcher: Annotated[Batcher[RecommendRequest, dict[str, Any]], Depends(get_batcher)],
+    impressions: ImpressionsDep,
     k: K = 10,
     exclude_seen: bool = True,
     category: Annotated[
@@ -94,15 +101,19 @@ async def recommend_user(
 ) -> dict[str, Any]:
     """Top-k for a user from their latest events; users without history get trending items."""
     # Scored on the batcher's thread, with the other requests waiting then (serving/batching.py).
-    return await batcher.submit(RecommendRequest(user_id, k, exclude_seen, category or None))
+    answer = await batcher.submit(RecommendRequest(user_id, k, exclude_seen, category or None))
+    return impressions.shown(answer, "recommend")
 
 
 @public.post("/recommend", response_model=Recommendations, tags=["recommend"], responses=responses(400, 413))
-def recommend_session(session: SessionRequest, runtime: RuntimeDep) -> dict[str, Any]:
+def recommend_session(
+    session: SessionRequest, runtime: RuntimeDep, impressions: ImpressionsDep
+) -> dict[str, Any]:
     """Top-k for an anonymous session's items; with no known item, trending items."""
-    return runtime.recommend_session(
+    answer = runtime.recommend_session(
         session.items, session.k, exclude_seen=session.exclude_seen, category=session.category or None
     )
+    return impressions.shown(answer, "session")
 
 
 @public.get(
@@ -122,6 +133,7 @@ def similar_items(item_id: ItemId, runtime: RuntimeDep, k: K = 10) -> dict[str, 
 @public.get("/search", response_model=SearchResults, tags=["search"])
 def search(
     runtime: RuntimeDep,
+    impressions: ImpressionsDep,
     q: Annotated[str, Query(min_length=1, max_length=1000, description="free-text query")],
     user_id: Annotated[
         str | None, Query(max_length=MAX_ID, description="re-rank for this user's history")
@@ -129,7 +141,7 @@ def search(
     k: K = 10,
 ) -> dict[str, Any]:
     """Semantic search over the catalogue, personalised when ``user_id`` has history."""
-    return runtime.search(q, k, user_id=user_id or None)
+    return impressions.shown(runtime.search(q, k, user_id=user_id or None), "search")
 
 
 @ops.get("/health", response_model=Health)

@@ -55,6 +55,9 @@ class EventIn(BaseModel):
     value: float | None = None
     event_id: Identifier | None = None
     context: dict[str, Any] | None = Field(None, description="a small JSON object (at most 4 KB)")
+    request_id: Identifier | None = Field(
+        None, description="the recommendation or search answer this event responds to (kept in the context)"
+    )
 
 
 MAX_K = 1000
@@ -67,8 +70,10 @@ class ScoredItem(BaseModel):
 
 
 class Recommendations(BaseModel):
-    """``source`` is ``model`` (sequential model on the user's latest events) or ``trending`` (fallback)."""
+    """``source`` is ``model`` (sequential model on the user's latest events) or ``trending`` (fallback).
+    ``request_id`` names this answer: an event that sends it back is attributed to what was shown."""
 
+    request_id: str
     user_id: str | None
     model_version: str
     source: str
