@@ -5,6 +5,7 @@ Layout under ``HOME/models``::
     v0001/  network.json  model.safetensors  items.json  version.json
     v0002/  ...
     live.json            {"version": "v0002", "since": …, "previous": ["v0001"]}
+    experiments.json     A/B tests between versions (streamrec.experiments); a running one pins both
 
 ``previous`` is the stack of earlier live versions: ``rollback`` pops it.
 
@@ -41,8 +42,15 @@ from streamrec.faults import crash_point
 VERSION_FILE = "version.json"
 ITEMS_FILE = "items.json"
 LIVE_FILE = "live.json"
+EXPERIMENTS_FILE = "experiments.json"
 # What a writer killed mid-write leaves: its staging folder, a version it was deleting, a temporary file.
-LEFTOVERS = (".staging-*", ".deleting-*", f".{LIVE_FILE}.*", f"v[0-9]*/.{VERSION_FILE}.*")
+LEFTOVERS = (
+    ".staging-*",
+    ".deleting-*",
+    f".{LIVE_FILE}.*",
+    f".{EXPERIMENTS_FILE}.*",
+    f"v[0-9]*/.{VERSION_FILE}.*",
+)
 
 
 @dataclass
@@ -246,14 +254,35 @@ class Registry:
                 self._set_status(current, "retired", notes=f"rolled back to {target}")
             return self._set_status(target, "live")
 
-    def prune(self, keep: int) -> list[str]:
-        """Delete versions older than the newest ``keep``, except the live one and its rollback target.
+    def experiments(self) -> list[dict[str, Any]]:
+        """Every experiment as stored (:mod:`streamrec.experiments` gives them meaning), oldest first."""
+        path = self.root / EXPERIMENTS_FILE
+        return json.loads(path.read_text()) if path.exists() else []
 
-        Both are read from ``live.json``, never from statuses, so a crash that left the statuses
-        behind the pointer cannot get either deleted; a crash mid-prune only leaves work for the next.
+    def change_experiments(
+        self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """Replace the experiments with ``change(current)``, atomically and under the write lock."""
+        with self._locked():
+            updated = change(self.experiments())
+            _write_json_atomically(self.root / EXPERIMENTS_FILE, updated)
+            return updated
+
+    def pinned(self) -> set[str]:
+        """Versions a running experiment answers with: pruning keeps them."""
+        running = [e for e in self.experiments() if e.get("stopped_at") is None]
+        return {e[arm] for e in running for arm in ("a", "b")}
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete versions older than the newest ``keep``, except the live one, its rollback target and
+        the versions of a running experiment.
+
+        The first two are read from ``live.json``, never from statuses, so a crash that left the
+        statuses behind the pointer cannot get either deleted; a crash mid-prune only leaves work
+        for the next.
         """
         with self._locked():
-            protected = {self.live(), self.rollback_target()}
+            protected = {self.live(), self.rollback_target(), *self.pinned()}
             versions = [v.version for v in self.versions()]
             doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v not in protected]
             for version in doomed:

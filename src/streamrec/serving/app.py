@@ -1,8 +1,8 @@
 """The FastAPI application: wiring only (runtime in ``lifespan``, routers, access, errors, metrics).
 
 >>> app = create_app("/nonexistent-home")  # nothing is loaded until the server starts
->>> sorted(path for path in app.openapi()["paths"] if path.startswith("/admin"))
-['/admin/models', '/admin/promote/{version}', '/admin/reload', '/admin/rollback', '/admin/update']
+>>> sorted(path for path in app.openapi()["paths"] if path.startswith("/admin/"))[:4]
+['/admin/ab', '/admin/ab/stop', '/admin/models', '/admin/promote/{version}']
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 
 class LiveWatcher:
-    """A background thread that follows the registry's live pointer and the catalogue's revision
-    (promotions and item writes by other processes: other server workers, ``streamrec ingest``).
+    """A background thread that follows the registry's live pointer, its running experiment and the
+    catalogue's revision (changes by other processes: other server workers, the CLI, ``streamrec ingest``).
 
     Each tick also sets the live-model gauges, so with several worker processes every
     worker's series is current, not only the one a scrape happens to reach.
@@ -68,6 +68,7 @@ class LiveWatcher:
                     log.info("picked up promoted model %s", self.runtime.loaded.version)
                 elif self.runtime.follow_catalogue():
                     log.info("picked up catalogue changes made by another process")
+                self.runtime.follow_experiment()
             except Exception:  # a broken version must not kill the watcher; keep serving the old one
                 log.exception("could not swap to the registry's live version or catalogue")
             self._note_model()
@@ -78,6 +79,7 @@ class LiveWatcher:
             self.metrics.set_model(loaded.version, loaded.loaded_at)
 
     def start(self) -> None:
+        self.runtime.follow_experiment()
         self._note_model()
         self._thread.start()
 

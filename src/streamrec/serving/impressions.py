@@ -53,7 +53,7 @@ class ImpressionRecorder:
         self._thread = threading.Thread(target=self._run, name="streamrec-impressions", daemon=True)
 
     def shown(self, answer: dict[str, Any], surface: str, *, arm: str | None = None) -> dict[str, Any]:
-        """``answer`` with a new ``request_id``, its items queued as one impression."""
+        """``answer`` with a new ``request_id`` (and the ``arm`` that answered), queued as one impression."""
         request_id = new_request_id()
         items = tuple(entry["item_id"] for entry in answer["items"])
         impression = Impression(
@@ -61,7 +61,7 @@ class ImpressionRecorder:
         )
         with self._lock:
             self._queue.append(impression)
-        return {**answer, "request_id": request_id}
+        return {**answer, "request_id": request_id, "arm": arm}
 
     def flush(self) -> int:
         """Write what is queued now; returns how many were written (0 when the store refused)."""

@@ -18,6 +18,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
+from streamrec import experiments
 from streamrec.config import Strategy
 from streamrec.events import MAX_ID_LENGTH as MAX_ID
 from streamrec.events import EventSchema, EventValidationError
@@ -34,9 +35,13 @@ from streamrec.serving.schemas import (
     PATH_ID,
     EventIn,
     EventsAccepted,
+    ExperimentInfo,
+    ExperimentStart,
+    ExperimentStop,
     Health,
     ItemBody,
     ItemUpserted,
+    Judgement,
     ModelVersions,
     Promotion,
     Recommendations,
@@ -93,6 +98,7 @@ async def recommend_user(
     user_id: Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID)],
     batcher: Annotated[Batcher[RecommendRequest, dict[str, Any]], Depends(get_batcher)],
     impressions: ImpressionsDep,
+    runtime: RuntimeDep,
     k: K = 10,
     exclude_seen: bool = True,
     category: Annotated[
@@ -101,8 +107,10 @@ async def recommend_user(
 ) -> dict[str, Any]:
     """Top-k for a user from their latest events; users without history get trending items."""
     # Scored on the batcher's thread, with the other requests waiting then (serving/batching.py).
-    answer = await batcher.submit(RecommendRequest(user_id, k, exclude_seen, category or None))
-    return impressions.shown(answer, "recommend")
+    arm = runtime.arm_of(user_id)  # (label, version) of the user's arm while an experiment runs
+    request = RecommendRequest(user_id, k, exclude_seen, category or None, arm[1] if arm else None)
+    answer = await batcher.submit(request)
+    return impressions.shown(answer, "recommend", arm=arm[0] if arm else None)
 
 
 @public.post("/recommend", response_model=Recommendations, tags=["recommend"], responses=responses(400, 413))
@@ -303,6 +311,47 @@ def start_update(request: Request, strategy: Strategy | None = None) -> dict[str
 def update_status(request: Request) -> dict[str, Any]:
     """The running or last update started by this server process: exit code and output."""
     return request.app.state.updates.status()
+
+
+@admin.post("/ab", response_model=ExperimentInfo, status_code=201, responses=responses(404, 409))
+def start_experiment(body: ExperimentStart, runtime: RuntimeDep) -> dict[str, Any]:
+    """Start an A/B test between two stored versions; every server process follows it within a second."""
+    a = body.a or runtime.registry.live()
+    if a is None:
+        raise HTTPException(409, "no live version: name arm a's version")
+    try:
+        started = experiments.start(
+            runtime.registry, a, body.b, share=body.share, metric=body.metric, alpha=body.alpha
+        )
+    except experiments.ExperimentError as error:
+        status = 404 if "no version" in str(error) else 409
+        raise HTTPException(status, str(error)) from None
+    runtime.follow_experiment()
+    return experiments.public(started)
+
+
+@admin.get("/ab", response_model=Judgement, responses=responses(404))
+def experiment_status(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    """The running experiment's per-arm online figures, sequential p-value and decision."""
+    current = experiments.running(runtime.registry)
+    if current is None:
+        raise HTTPException(404, "no experiment is running")
+    return experiments.judge(current, runtime.store, request.app.state.settings.online)
+
+
+@admin.post("/ab/stop", response_model=Judgement, responses=responses(404))
+def stop_experiment(body: ExperimentStop, request: Request, runtime: RuntimeDep) -> dict[str, Any]:
+    """Stop the running experiment; promote its significant winner, an arm, or nothing."""
+    try:
+        judgement = experiments.conclude(
+            runtime.registry, runtime.store, request.app.state.settings.online, body.promote
+        )
+    except LookupError as error:
+        raise HTTPException(404, str(error)) from None
+    if judgement["promoted"] is not None and judgement["promoted"] != runtime.registry.live():
+        runtime.promote(judgement["promoted"])
+    runtime.follow_experiment()
+    return judgement
 
 
 ROUTERS = (ops, public, writes, admin)

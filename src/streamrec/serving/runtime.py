@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamrec import experiments
+from streamrec.experiments import Experiment
 from streamrec.home import Home
 from streamrec.items import Item
 from streamrec.models.base import top_k
@@ -79,6 +81,7 @@ class RecommendRequest:
     k: int = 10
     exclude_seen: bool = True
     category: str | None = None
+    version: str | None = None  # None: the live version; else the version of the user's experiment arm
 
 
 @dataclass
@@ -146,6 +149,8 @@ class Runtime:
         self._encode_lock = threading.Lock()  # fast tokenizers are not safe to share between threads
         self._encoders: dict[str, TextEncoder] = {}
         self.loaded = self.load_live()
+        self.experiment: Experiment | None = None  # the running A/B test (follow_experiment)
+        self._arms: dict[str, LoadedVersion] = {}  # its versions other than the live one
 
     @classmethod
     def open(cls, home: str | Path, *, on_cache: Callable[[bool], None] | None = None) -> Runtime:
@@ -296,6 +301,38 @@ class Runtime:
             self.swap_to(live)
             return True
 
+    def follow_experiment(self) -> Experiment | None:
+        """Follow the registry's running experiment: load its versions before its first request."""
+        current = experiments.running(self.registry)
+        if current is not None:
+            for version in (current.a, current.b):
+                self.version(version)
+        self.experiment = current
+        wanted = {current.a, current.b} if current is not None else set()
+        self._arms = {name: loaded for name, loaded in self._arms.items() if name in wanted}
+        return current
+
+    def arm_of(self, user_id: str) -> tuple[str, str] | None:
+        """``(label, version)`` of the experiment arm ``user_id`` is in; None when none runs."""
+        experiment = self.experiment
+        if experiment is None:
+            return None
+        arm = experiment.arm_of(user_id)
+        return experiment.label(arm), experiment.version_of(arm)
+
+    def version(self, name: str | None) -> LoadedVersion:
+        """The live version (``None``), or another stored one an experiment answers with."""
+        loaded = self.loaded
+        if name is None or name == loaded.version:
+            return loaded
+        other = self._arms.get(name)
+        if other is None:
+            with self._write_lock:
+                other = self._arms.get(name)
+                if other is None:
+                    other = self._arms[name] = self._build(name)
+        return other
+
     def follow_catalogue(self) -> bool:
         """Reload if another process changed the catalogue since this view was built; True if so."""
         search = self.loaded.search
@@ -444,6 +481,20 @@ class Runtime:
         return self.recommend_many([RecommendRequest(user_id, k, exclude_seen, category)])[0]
 
     def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[dict[str, Any]]:
+        """Each request's top-k from the version it names (the live one by default)."""
+        if all(request.version is None for request in requests):
+            return self._recommend_with(self.loaded, requests)
+        answers: list[dict[str, Any]] = [{}] * len(requests)
+        for version in {request.version for request in requests}:
+            chosen = [n for n, request in enumerate(requests) if request.version == version]
+            together = self._recommend_with(self.version(version), [requests[n] for n in chosen])
+            for n, answer in zip(chosen, together, strict=True):
+                answers[n] = answer
+        return answers
+
+    def _recommend_with(
+        self, loaded: LoadedVersion, requests: Sequence[RecommendRequest]
+    ) -> list[dict[str, Any]]:
         """Each request's top-k; the model scores every uncached one together, in one forward pass.
 
         A model answer is cached in the loaded version's :class:`ResultCache`. It is a function
@@ -453,7 +504,6 @@ class Runtime:
         Trending answers depend on everyone's events and are never cached. Answers may be
         shared: callers must not change them.
         """
-        loaded = self.loaded
         answers: list[dict[str, Any] | None] = [None] * len(requests)
         batched: list[tuple[int, tuple, np.ndarray]] = []  # (request, cache key, history) to score together
         for n, request in enumerate(requests):

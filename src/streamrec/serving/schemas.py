@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
@@ -71,9 +71,11 @@ class ScoredItem(BaseModel):
 
 class Recommendations(BaseModel):
     """``source`` is ``model`` (sequential model on the user's latest events) or ``trending`` (fallback).
-    ``request_id`` names this answer: an event that sends it back is attributed to what was shown."""
+    ``request_id`` names this answer: an event that sends it back is attributed to what was shown.
+    ``arm`` is the experiment arm (``EXPERIMENT/a`` or ``/b``) that answered, while one runs."""
 
     request_id: str
+    arm: str | None = None
     user_id: str | None
     model_version: str
     source: str
@@ -173,3 +175,54 @@ class UpdateJob(BaseModel):
     strategy: str | None = None
     exit_code: int | None = None
     output: str = ""
+
+
+class ExperimentStart(BaseModel):
+    """An A/B test: arm ``b`` (a ``share`` of users) sees version ``b``, the rest version ``a``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    a: str | None = Field(None, max_length=MAX_ID_LENGTH, description="default: the live version")
+    b: str = Field(max_length=MAX_ID_LENGTH)
+    share: float = Field(0.5, gt=0, lt=1)
+    metric: Literal["clicks", "conversions", "hits"] = "clicks"
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+
+class ExperimentStop(BaseModel):
+    """``promote``: the significant winner (if there is one), an arm's version, or nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    promote: Literal["winner", "a", "b", "none"] = "none"
+
+
+class ExperimentInfo(BaseModel):
+    """A started experiment (its assignment key stays private)."""
+
+    id: str
+    a: str
+    b: str
+    share: float
+    started_at: float
+    metric: str
+    alpha: float
+    stopped_at: float | None
+    result: dict[str, Any] | None
+
+
+class Judgement(BaseModel):
+    """Per-arm online figures, ``b - a`` on the metric, the sequential p-value and the decision
+    (``a`` or ``b``: that arm is significantly better; else ``undecided``)."""
+
+    experiment: str
+    metric: str
+    alpha: float
+    running: bool
+    arms: dict[str, dict[str, Any]]
+    difference: float
+    difference_ci95: list[float] | None
+    p_value: float
+    p_value_fixed_horizon: float
+    decision: str
+    promoted: str | None = None

@@ -5,7 +5,9 @@ after ``update.every_events`` new events or ``update.every_seconds`` since the
 last attempt, whichever comes first (the latter only once at least
 ``update.min_events`` have arrived). Drift is checked inside every update.
 After a rejected candidate it waits for a fresh trigger instead of retrying
-the same events at once.
+the same events at once. Every :data:`GUARD_SECONDS` it also runs the A/B
+test's guard (:func:`streamrec.experiments.guard`): the worker runs once per
+deployment, so the guard does too.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import threading
 import time
 from dataclasses import dataclass
 
+from streamrec import experiments
 from streamrec.config import UpdateSettings
 from streamrec.home import Home, UpdateInProgress
 from streamrec.training.continual import UpdateOutcome, run_update
 
 log = logging.getLogger("streamrec.worker")
+GUARD_SECONDS = 30.0  # how often a running experiment is judged (reading its impressions and events)
 
 
 @dataclass
@@ -67,8 +71,16 @@ def run_worker(
     if live is not None:
         trigger.last_attempt_time = registry.get(live).created_at
     outcomes: list[UpdateOutcome] = []
+    guarded = 0.0
     with home.open_store() as store:
         while not stop.is_set():
+            if time.time() - guarded >= GUARD_SECONDS:
+                guarded = time.time()
+                stopped = experiments.guard(registry, store, home.settings.online)
+                if stopped is not None:
+                    log.warning(
+                        "experiment %s stopped: arm b (%s) is significantly worse", stopped.id, stopped.b
+                    )
             live = registry.live()
             if live is None and once:
                 raise LookupError(f"no live model in {home.path}: run `streamrec train` first")
