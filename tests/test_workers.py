@@ -18,6 +18,7 @@ import httpx
 import psutil
 import pytest
 
+from streamrec import experiments
 from streamrec.config import Settings
 from streamrec.data.synthetic import StreamConfig, generate
 from streamrec.events import EventSchema
@@ -281,3 +282,53 @@ def test_several_server_processes_run_one_update_worker(home: Path, tmp_path: Pa
         answering = {p.pid for p in parent.children() if "spawn_main" in " ".join(p.cmdline())}
         assert len(answering) == 2
     assert not learners[0].is_running(), "the update worker outlived the server"
+
+
+@pytest.mark.slow
+def test_an_experiment_splits_users_alike_on_both_workers_and_counts_clicks_in_their_arm(
+    home: Path, tmp_path: Path
+) -> None:
+    users = [f"u{n}" for n in range(1, 21)]
+    with running_server(home, tmp_path) as (base, _):
+        started = one_request(
+            base, "/admin/ab", method="POST", json={"a": "v0001", "b": "v0002"}, headers=ADMIN
+        )
+        assert started.status_code == 201, started.text
+        experiment = next(
+            e for e in experiments.experiments(Home.open(home).registry) if e.id == started.json()["id"]
+        )
+        time.sleep(2)  # both workers' watchers have picked it up (1 s poll)
+        answers: dict[str, list[dict]] = {user: [] for user in users}
+        workers: set[int] = set()
+        for _ in range(3):
+            for user in users:
+                response = one_request(base, f"/recommend/{user}", params={"k": 5})
+                workers.add(worker_of(response))
+                answers[user].append(response.json())
+        assert len(workers) == 2  # both answered
+        for user, seen in answers.items():
+            arm = experiment.arm_of(user)
+            assert {a["arm"] for a in seen} == {f"{experiment.id}/{arm}"}  # the same arm from either worker
+            assert {a["model_version"] for a in seen} == {experiment.version_of(arm)}
+        assert {experiment.arm_of(u) for u in users} == {"a", "b"}
+
+        # One click, on what arm b showed its first user: counted for b only.
+        in_b = next(u for u in users if experiment.arm_of(u) == "b")
+        shown = answers[in_b][0]
+        click = {
+            "user_id": in_b,
+            "item_id": shown["items"][0]["item_id"],
+            "event_type": "click",
+            "request_id": shown["request_id"],
+        }
+        assert one_request(base, "/events", method="POST", json=[click], headers=ADMIN).is_success
+        time.sleep(1)  # each worker writes its impressions every 0.2 s
+        status = one_request(base, "/admin/ab", headers=ADMIN).json()
+        arms = status["arms"]
+        assert arms["a"]["impressions"] + arms["b"]["impressions"] == 3 * len(users)
+        assert (arms["a"]["clicks"], arms["b"]["clicks"]) == (0, 1)
+        stopped = one_request(base, "/admin/ab/stop", method="POST", json={"promote": "b"}, headers=ADMIN)
+        assert stopped.json()["promoted"] == "v0002"
+        until_both_workers(
+            base, "/recommend/u1", lambda r: r.json()["arm"] is None and r.json()["model_version"] == "v0002"
+        )
