@@ -120,6 +120,31 @@ def catalogue(args: argparse.Namespace) -> None:
     print_json({key: result[key] for key in ("ingest", "train", "serve")})
 
 
+def ab(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from streamrec.bench.ab import run_ab_benchmark
+
+    with tempfile.TemporaryDirectory(prefix="streamrec-ab-", dir=args.work_dir) as scratch:
+        result = run_ab_benchmark(
+            out=args.out,
+            work_dir=Path(scratch),
+            runs=args.runs,
+            users=args.users,
+            look=args.look,
+            seed=args.seed,
+            stream_users=args.stream_users,
+            progress=not args.quiet,
+        )
+    print_json(
+        {
+            "aa_false_positive_rate": result["aa"]["false_positive_rate"],
+            "drift_users_until_p_below_0.01": result["drift"]["users_until_p_below_0.01"],
+            "broken_stopped_after_users": result["broken"]["stopped_by_guard_after_users"],
+        }
+    )
+
+
 def add_commands(command) -> None:
     from streamrec.bench.stream import DEFAULT_STRATEGIES
     from streamrec.cli.common import update_options
@@ -234,3 +259,17 @@ def add_commands(command) -> None:
     large.add_argument("--work-dir", type=Path, help="where the scratch home goes (default: the temp folder)")
     large.add_argument("--quiet", action="store_true")
     large.add_argument("--out", type=Path, default=Path("results/catalogue-1m.json"))
+
+    online = benchmark("ab", ab, "A/A and A/B tests with simulated users, through the server's HTTP API.")
+    online.add_argument("--runs", type=int, default=40, help="A/A experiments")
+    online.add_argument(
+        "--users", type=int, default=300, help="simulated visits per A/A run (4x in the A/B runs)"
+    )
+    online.add_argument("--look", type=int, default=50, help="visits between two looks at the p-value")
+    online.add_argument("--stream-users", type=int, default=600, help="users of the synthetic stream")
+    online.add_argument("--seed", type=int, default=7)
+    online.add_argument(
+        "--work-dir", type=Path, help="where the scratch home goes (default: the temp folder)"
+    )
+    online.add_argument("--quiet", action="store_true")
+    online.add_argument("--out", type=Path, default=Path("results/ab-synthetic.json"))

@@ -1,0 +1,231 @@
+"""``streamrec bench ab``: A/A and A/B tests with simulated users, through the server's HTTP API.
+
+The scenario is the synthetic stream with one taste drift at half time:
+
+* ``v0001`` is fitted on the events before the drift (stale), ``v0002`` on all of them
+  (updated, live), ``v0003`` is ``v0002`` with re-drawn random weights (broken: random
+  recommendations);
+* simulated users (:mod:`streamrec.data.shoppers`) react with their post-drift tastes.
+
+Every visit is the product's path: ``GET /recommend/{user}`` on the app (in this process,
+through FastAPI's test client), then the user's clicks and purchases ``POST /events``
+with the answer's ``request_id``. Experiments start and are judged through ``/admin/ab``;
+the guard is the update worker's (:func:`streamrec.experiments.guard`).
+
+1. **A/A**: ``runs`` experiments of ``v0002`` against itself, each with a fresh
+   assignment key and fresh reactions, looked at after every ``look`` users; a run is a
+   false positive if *any* look declares a winner (the test is meant to be watched).
+2. **Drift**: stale ``v0001`` (a) against updated ``v0002`` (b): users until p < 0.01.
+3. **Broken arm**: ``v0002`` (a) against ``v0003`` (b): users until the guard stops it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi.testclient import TestClient
+
+from streamrec import experiments
+from streamrec.bench.report import plt, write_result
+from streamrec.config import Settings
+from streamrec.data.shoppers import Shoppers
+from streamrec.data.synthetic import StreamConfig, generate
+from streamrec.events import EventSchema
+from streamrec.home import Home
+from streamrec.items import validate_item
+from streamrec.models.sasrec import SASRec, SASRecConfig
+from streamrec.serving.app import create_app
+from streamrec.store import open_store
+from streamrec.training.continual import train_and_register
+
+KEY = "bench-ab-key"
+ADMIN = {"X-API-Key": KEY}
+DECIDED_P = 0.01  # the drift scenario's bar: the updated version wins with p below this
+
+
+def build_home(
+    home: Path, stream_config: StreamConfig, model: SASRecConfig, progress: bool
+) -> dict[str, Any]:
+    """Ingest and fit the three versions of the scenario; the stream's truth."""
+    stream = generate(stream_config)
+    drift = stream.truth["drift_timestamps"][0]
+    schema = EventSchema()
+    events = [schema.validate(e) for e in stream.events()]
+    with open_store(home) as store:
+        store.catalog.upsert(validate_item(record) for record in stream.items)
+        store.log.append([e for e in events if e.timestamp < drift])
+    settings = Home(home, Settings())
+    train_and_register(settings, model, text_model="all-MiniLM-L6-v2", progress=progress)  # v0001, stale
+    with open_store(home) as store:
+        store.log.append([e for e in events if e.timestamp >= drift])
+    train_and_register(settings, model, text_model="all-MiniLM-L6-v2", progress=progress)  # v0002, live
+    registry = settings.registry
+    broken = SASRec.load(registry.path("v0002"))
+    assert broken.net is not None
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in broken.net.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    info = registry.get("v0002").to_dict()
+    kept = {k: info[k] for k in ("trained_through_offset", "text_model")}
+    registry.add(broken.save, registry.items("v0002"), {"status": "candidate", "strategy": "broken", **kept})
+    return stream.truth
+
+
+def visit(client: TestClient, shoppers: Shoppers, user: str) -> None:
+    """One visit: the user's recommendations, then what they clicked and bought, sent back."""
+    answer = client.get(f"/recommend/{user}", params={"k": 10}, headers=ADMIN).json()
+    reactions = shoppers.react(user, [entry["item_id"] for entry in answer["items"]])
+    if reactions:
+        events = [
+            {
+                "user_id": user,
+                "item_id": r.item_id,
+                "event_type": r.event_type,
+                "request_id": answer["request_id"],
+            }
+            for r in reactions
+        ]
+        response = client.post("/events", json=events, headers=ADMIN)
+        assert response.status_code == 200, response.text
+
+
+def run_experiment(
+    client: TestClient,
+    home: Path,
+    shoppers: Shoppers,
+    a: str,
+    b: str,
+    users: int,
+    look: int,
+    *,
+    guarded: bool,
+) -> dict[str, Any]:
+    """Start ``a`` vs ``b``, let ``users`` simulated visits happen, look every ``look`` of them."""
+    started = client.post("/admin/ab", json={"a": a, "b": b}, headers=ADMIN)
+    assert started.status_code == 201, started.text
+    settings = Home(home, Settings())
+    looks = []
+    stopped_after = None
+    order = shoppers.sample(len(shoppers.users))
+    for n in range(1, users + 1):
+        visit(client, shoppers, order[(n - 1) % len(order)])  # past the last user, the first come back
+        if n % look and n != users:
+            continue
+        client.app.state.impressions.flush()  # what the recorder thread does every 0.2 s
+        status = client.get("/admin/ab", headers=ADMIN).json()
+        looks.append(
+            {
+                "users": n,
+                "p_value": status["p_value"],
+                "decision": status["decision"],
+                "difference": status["difference"],
+            }
+        )
+        if guarded:
+            with open_store(home) as store:
+                if experiments.guard(settings.registry, store, settings.settings.online) is not None:
+                    stopped_after = n
+                    break
+    if experiments.running(settings.registry) is not None:
+        final = client.post("/admin/ab/stop", json={"promote": "none"}, headers=ADMIN).json()
+    else:
+        final = experiments.experiments(settings.registry)[-1].result or {}
+    client.app.state.runtime.follow_experiment()
+    return {"looks": looks, "stopped_by_guard_after_users": stopped_after, "final": final}
+
+
+def run_ab_benchmark(
+    *,
+    out: Path,
+    work_dir: Path,
+    runs: int = 40,
+    users: int = 300,
+    look: int = 50,
+    seed: int = 7,
+    stream_users: int = 600,
+    progress: bool = True,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    home = work_dir / "home"
+    stream_config = StreamConfig(
+        users=stream_users, items=300, events=stream_users * 50, seed=seed, drift_at=(0.5,)
+    )
+    model = SASRecConfig(hidden=32, layers=1, max_len=30, epochs=10)
+    truth = build_home(home, stream_config, model, progress)
+    result: dict[str, Any] = {
+        "benchmark": "ab",
+        "machine": platform.platform(),
+        "scenario": {
+            "stream": {"users": stream_users, "items": 300, "events": stream_users * 50, "seed": seed},
+            "stale": "v0001",
+            "updated": "v0002",
+            "broken": "v0003",
+        },
+        "users_per_run": users,
+        "look_every_users": look,
+    }
+    with TestClient(create_app(home, api_key=KEY)) as client:
+        aa = []
+        for run in range(runs):
+            shoppers = Shoppers(truth, seed=seed * 1000 + run)
+            aa.append(run_experiment(client, home, shoppers, "v0002", "v0002", users, look, guarded=False))
+            if progress:
+                print(f"A/A run {run + 1}/{runs}: decision {aa[-1]['final'].get('decision')}")
+        drift = run_experiment(
+            client, home, Shoppers(truth, seed=seed), "v0001", "v0002", users * 4, look, guarded=False
+        )
+        broken = run_experiment(
+            client, home, Shoppers(truth, seed=seed + 1), "v0002", "v0003", users * 4, look, guarded=True
+        )
+    false_positives = sum(any(look["decision"] != "undecided" for look in run["looks"]) for run in aa)
+    first_win = next(
+        (look["users"] for look in drift["looks"] if look["decision"] == "b" and look["p_value"] < DECIDED_P),
+        None,
+    )
+    result.update(
+        {
+            "aa": {
+                "runs": runs,
+                "false_positives": false_positives,
+                "false_positive_rate": false_positives / runs,
+                "alpha": 0.05,
+                "final_p_values": [run["final"].get("p_value") for run in aa],
+                "final_fixed_horizon_p_values": [run["final"].get("p_value_fixed_horizon") for run in aa],
+            },
+            "drift": {"users_until_p_below_0.01": first_win, **drift},
+            "broken": broken,
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+    )
+    write_result(out, result)
+    _plot(out.with_suffix(".png"), result)
+    return result
+
+
+def _plot(path: Path, result: dict[str, Any]) -> None:
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    fixed = [p for p in result["aa"]["final_fixed_horizon_p_values"] if p is not None]
+    left.hist(fixed, bins=np.linspace(0, 1, 11), color="#4C72B0")
+    left.set_title(f"A/A: fixed-horizon p at the end ({result['aa']['runs']} runs;"
+                   f" sequential false positives {result['aa']['false_positives']})", fontsize=9)  # fmt: skip
+    left.set_xlabel("p-value")
+    labels = {"drift": "stale a vs updated b", "broken": "live a vs broken b"}
+    for name, colour in (("drift", "#55A868"), ("broken", "#C44E52")):
+        looks = result[name]["looks"]
+        p_values = [max(look["p_value"], 1e-12) for look in looks]
+        right.plot([look["users"] for look in looks], p_values, "o-", color=colour, label=labels[name])
+    right.axhline(0.05, color="grey", linestyle=":", label="alpha 0.05")
+    right.axhline(DECIDED_P, color="black", linestyle="--", label="0.01")
+    right.set_yscale("log")
+    right.set_xlabel("simulated users so far")
+    right.set_ylabel("sequential p-value")
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
