@@ -115,3 +115,17 @@ def test_every_answer_is_recorded_and_attributed_events_count_for_it(home: Path)
         figures = online_metrics(store, 0, 2e10)[version]
     assert figures["impressions"] == len(answers) and figures["clicks"] == 1 and figures["conversions"] == 1
     assert figures["ctr"]["rate"] == pytest.approx(1 / len(answers))
+
+
+def test_recording_can_be_turned_off_and_answers_still_carry_a_request_id(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMREC_SERVER__RECORD_IMPRESSIONS", "false")
+    with open_store(home) as store:
+        before = len(store.impressions)
+        user = store.log.read_after(0, 1)[0].event.user_id
+    with TestClient(create_app(home, api_key=KEY)) as client:
+        answer = client.get(f"/recommend/{user}", headers=ADMIN).json()
+    assert len(answer["request_id"]) == 32
+    with open_store(home) as store:
+        assert len(store.impressions) == before and store.impressions.get(answer["request_id"]) is None

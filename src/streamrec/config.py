@@ -100,6 +100,8 @@ class ServerSettings(BaseModel):
     # Most GET /recommend requests scored in one forward pass (serving/batching.py); 1: each alone.
     # On the 2-core CPU box batching lost: 924 recommend/s at 64 against 1,682 at 1 (docs/scale.md).
     micro_batch: int = Field(1, ge=1)
+    # Record what each answer showed (serving/impressions.py); off, answers still get a request_id.
+    record_impressions: bool = True
 
     @field_validator("rate_limit")
     @classmethod

@@ -531,7 +531,7 @@ def run_serve_benchmark(
             target = Path(tmp) / "home"
             shutil.copytree(home, target, ignore=shutil.ignore_patterns("*-shm"))
         promotion = _add_copy_of_live(target) if promote_during else None
-        micro_batch = load_settings(target).server.micro_batch  # as the server reads it, env included
+        server_settings = load_settings(target).server  # as the server reads them, env included
         with open_store(target) as store:
             stats = store.stats()
             table = store.log.sequences()
@@ -589,7 +589,8 @@ def run_serve_benchmark(
         "duration_s": duration,
         "concurrency": concurrency,
         "workers": workers,
-        "micro_batch": micro_batch,
+        "micro_batch": server_settings.micro_batch,
+        "record_impressions": server_settings.record_impressions,
         "load_generator": generator_name,
         "load_generator_detail": generator.describe(),
         "load_generator_note": generator_note,

@@ -125,6 +125,7 @@ def create_app(
             runtime.store.impressions,
             on_written=metrics.impressions_written.inc,
             on_dropped=metrics.impressions_dropped.inc,
+            enabled=settings.server.record_impressions,
         )
         app.state.updates = UpdateJobs(home)
         learner = WorkerProcess(home) if worker else None

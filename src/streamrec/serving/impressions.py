@@ -33,6 +33,7 @@ class ImpressionRecorder:
     """Queue impressions; a background thread appends them to ``impressions`` in batches.
 
     ``on_written(count)`` and ``on_dropped(count)`` are told of each batch (the server counts them).
+    With ``enabled`` false, answers still get a request id but nothing is recorded.
     """
 
     def __init__(
@@ -42,8 +43,10 @@ class ImpressionRecorder:
         flush_seconds: float = FLUSH_SECONDS,
         on_written: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
+        enabled: bool = True,
     ) -> None:
         self.impressions = impressions
+        self.enabled = enabled
         self.flush_seconds = flush_seconds
         self.on_written = on_written
         self.on_dropped = on_dropped
@@ -55,6 +58,8 @@ class ImpressionRecorder:
     def shown(self, answer: dict[str, Any], surface: str, *, arm: str | None = None) -> dict[str, Any]:
         """``answer`` with a new ``request_id`` (and the ``arm`` that answered), queued as one impression."""
         request_id = new_request_id()
+        if not self.enabled:
+            return {**answer, "request_id": request_id, "arm": arm}
         items = tuple(entry["item_id"] for entry in answer["items"])
         impression = Impression(
             request_id, time.time(), answer.get("user_id"), answer["model_version"], surface, items, arm
