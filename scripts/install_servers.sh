@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The servers some tests start for themselves, in temporary folders (tests/pg_server.py, and Redis),
-# and wrk, the load generator of `streamrec bench serve` and its tests:
-# installs PostgreSQL, Redis and wrk with apt-get only where they are missing, without creating a system
+# wrk, the load generator of `streamrec bench serve` and its tests, and chromium, which loads the
+# dashboard in tests/test_dashboard.py:
+# installs PostgreSQL, Redis, wrk and chromium with apt-get only where they are missing, without creating a system
 # PostgreSQL cluster, and the unprivileged `postgres` user PostgreSQL runs as when tests run as root
 # (it refuses to run as root). Safe to run again: it does nothing once everything is there.
 # `make test` runs it first; where it cannot (no root, no apt), those tests skip and say why.
@@ -23,6 +24,7 @@ missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the dashboard's headless-browser test
 
 if [ ${#missing[@]} -gt 0 ]; then
     command -v apt-get >/dev/null 2>&1 || { echo "install_servers: no apt-get to install ${missing[*]}" >&2; exit 1; }
@@ -41,4 +43,4 @@ if [ "$(id -u)" -eq 0 ] && ! id -u postgres >/dev/null 2>&1; then
     useradd --system --user-group --home-dir /var/lib/postgresql --no-create-home \
         --shell /usr/sbin/nologin postgres
 fi
-echo "install_servers: PostgreSQL $(compgen -G '/usr/lib/postgresql/*/bin/initdb' | head -1), $(command -v redis-server) and $(command -v wrk) ready"
+echo "install_servers: PostgreSQL $(compgen -G '/usr/lib/postgresql/*/bin/initdb' | head -1), $(command -v redis-server), $(command -v wrk) and $(command -v chromium) ready"

@@ -133,6 +133,10 @@ class StoreContract:
         assert [e.event.item_id for e in store.log.time_range(5, 9)] == ["c", "b"]
         assert [e.offset for e in store.log.time_range(0, 100)] == [1, 2, 3, 4]
 
+    def test_counts_by_time_buckets_events(self, store: Store) -> None:
+        store.log.append([ev("u1", "a", 100), ev("u2", "b", 159.5), ev("u1", "c", 160), ev("u3", "d", 400)])
+        assert store.log.counts_by_time(100, 400, 60) == [(100, 2), (160, 1)]  # 400 is past the end
+
     def test_popular_items_counts_after_an_offset_ties_by_id(self, store: Store) -> None:
         store.log.append([ev("u1", "z", 1), ev("u1", "z", 2), ev("u2", "b", 1)])
         store.log.append([ev("u3", "a", 1), ev("u3", "b", 2), ev("u3", "B", 3), ev("u4", "z", 1)])

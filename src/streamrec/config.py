@@ -102,6 +102,8 @@ class ServerSettings(BaseModel):
     micro_batch: int = Field(1, ge=1)
     # Record what each answer showed (serving/impressions.py); off, answers still get a request_id.
     record_impressions: bool = True
+    # /dashboard's data without the admin key (the page itself holds none).
+    open_dashboard: bool = False
 
     @field_validator("rate_limit")
     @classmethod

@@ -18,7 +18,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from streamrec.config import load_settings
-from streamrec.serving import openapi, problems, routes
+from streamrec.serving import dashboard, openapi, problems, routes
 from streamrec.serving.access import Access, BodyLimit, Keys
 from streamrec.serving.batching import Batcher
 from streamrec.serving.impressions import ImpressionRecorder
@@ -160,7 +160,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=limit, too_large=lambda: problems.too_large(limit))
     problems.install(app)
     openapi.install(app, access, routes.ROLES, settings.event_types)
-    for router in routes.ROUTERS:
+    for router in (*routes.ROUTERS, dashboard.page, dashboard.data):
         app.include_router(router)
     return app
 

@@ -662,14 +662,16 @@ class Runtime:
             "items": [self._describe(search.item_ids[codes[j]], float(final[j])) for j in order],
         }
 
-    def _describe(self, item_id: str, score: float) -> dict[str, Any]:
+    def title(self, item_id: str) -> str:
+        """The item's catalogue title ("" when the catalogue does not know it)."""
         search = self.loaded.search
         if search is not None and item_id in search.titles:
-            title = search.titles[item_id]
-        else:
-            item = self.store.catalog.get(item_id)
-            title = item.title if item else ""
-        return {"item_id": item_id, "score": round(score, 5), "title": title}
+            return search.titles[item_id]
+        item = self.store.catalog.get(item_id)
+        return item.title if item else ""
+
+    def _describe(self, item_id: str, score: float) -> dict[str, Any]:
+        return {"item_id": item_id, "score": round(score, 5), "title": self.title(item_id)}
 
     def close(self) -> None:
         self.store.close()

@@ -134,6 +134,11 @@ class EventLog(ABC):
         """Events with ``start <= timestamp < end``, ordered by (timestamp, offset)."""
 
     @abstractmethod
+    def counts_by_time(self, start: float, end: float, bucket: float) -> list[tuple[float, int]]:
+        """Events per ``bucket`` seconds with ``start <= timestamp < end``: (bucket start, count),
+        oldest first, buckets without events left out."""
+
+    @abstractmethod
     def popular_items(self, after_offset: int, limit: int) -> list[tuple[str, int]]:
         """The most frequent items among events after ``after_offset``, with their counts."""
 

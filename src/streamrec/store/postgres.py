@@ -316,6 +316,14 @@ class PostgresEventLog(EventLog):
         )
         return [_row_to_logged(row) for row in rows]
 
+    def counts_by_time(self, start: float, end: float, bucket: float) -> list[tuple[float, int]]:
+        rows = self.db.query(
+            "SELECT FLOOR((ts - %s) / %s)::BIGINT AS b, COUNT(*) FROM events WHERE ts >= %s AND ts < %s"
+            " GROUP BY b ORDER BY b",
+            (start, bucket, start, end),
+        )
+        return [(start + b * bucket, n) for b, n in rows]
+
     def popular_items(self, after_offset: int, limit: int) -> list[tuple[str, int]]:
         # COLLATE "C": ties break by bytes, as SQLite does, whatever the database's locale.
         return self.db.query(

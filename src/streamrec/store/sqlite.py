@@ -230,6 +230,14 @@ class SQLiteEventLog(EventLog):
         )
         return [_row_to_logged(row) for row in rows]
 
+    def counts_by_time(self, start: float, end: float, bucket: float) -> list[tuple[float, int]]:
+        rows = self.db.query(
+            "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, COUNT(*) FROM events WHERE ts >= ? AND ts < ?"
+            " GROUP BY b ORDER BY b",
+            (start, bucket, start, end),
+        )
+        return [(start + b * bucket, n) for b, n in rows]
+
     def popular_items(self, after_offset: int, limit: int) -> list[tuple[str, int]]:
         return self.db.query(
             "SELECT item_id, COUNT(*) AS n FROM events WHERE offset > ? GROUP BY item_id"

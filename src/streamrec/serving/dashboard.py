@@ -1,0 +1,122 @@
+"""The dashboard at ``/dashboard``: one page, its data as JSON, and a user lookup.
+
+The page (``static/dashboard.html``, charts by the vendored Chart.js) holds no data itself;
+it reads ``/dashboard/data`` and ``/dashboard/users/{user_id}``, which need the admin key
+unless ``server.open_dashboard`` is true. The page takes the key from its URL's fragment
+(``/dashboard#key=…``), which browsers never send to the server.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Security
+from fastapi.responses import HTMLResponse, Response
+
+from streamrec import experiments
+from streamrec.evaluation.online import online_metrics
+from streamrec.events import MAX_ID_LENGTH
+from streamrec.serving.access import api_key_header
+from streamrec.serving.runtime import Runtime
+from streamrec.serving.schemas import PATH_ID
+
+RATE_WINDOW = 3600.0  # the events-per-minute chart covers the last hour of event time
+ONLINE_WINDOW = 86_400.0  # online metrics per version over the last day
+RECENT_EVENTS = 20
+
+
+async def require_dashboard(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
+    """The admin key, unless the operator opened the dashboard (``server.open_dashboard``)."""
+    if not request.app.state.settings.server.open_dashboard:
+        request.app.state.access.check("admin", key)
+
+
+page = APIRouter(tags=["dashboard"])
+data = APIRouter(prefix="/dashboard", tags=["dashboard"], dependencies=[Depends(require_dashboard)])
+
+
+def _static(name: str) -> bytes:
+    return resources.files("streamrec.serving").joinpath("static", name).read_bytes()
+
+
+@page.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
+def dashboard_page() -> HTMLResponse:
+    return HTMLResponse(_static("dashboard.html"))
+
+
+@page.get("/dashboard/chart.js", include_in_schema=False)
+def chart_library() -> Response:
+    return Response(_static("chart.umd.min.js"), media_type="text/javascript")
+
+
+def _versions(runtime: Runtime) -> list[dict[str, Any]]:
+    rows = []
+    for info in runtime.registry.versions():
+        guardrail = info.guardrail or {}
+        rows.append(
+            {
+                "version": info.version,
+                "created_at": info.created_at,
+                "status": info.status,
+                "strategy": info.strategy,
+                "ndcg@10": info.metrics.get("ndcg@10"),
+                "live_ndcg@10": guardrail.get("live_ndcg@10"),
+                "drift": bool(guardrail.get("drift")),
+                "seconds": info.timings.get("train_seconds") or info.timings.get("update_seconds"),
+                "notes": info.notes,
+            }
+        )
+    return rows
+
+
+@data.get("/data")
+def dashboard_data(request: Request) -> dict[str, Any]:
+    """Everything the page draws: ingest rate, lag, versions, the experiment, online metrics."""
+    runtime: Runtime = request.app.state.runtime
+    settings = request.app.state.settings
+    store = runtime.store
+    live = runtime.registry.live()
+    last_offset = store.log.last_offset()
+    trained = runtime.registry.get(live).trained_through_offset if live else 0
+    stats = store.log.stats()
+    newest = float(stats.get("last_timestamp") or time.time())
+    current = experiments.running(runtime.registry)
+    now = time.time()
+    return {
+        "now": now,
+        "live": live,
+        "serving": runtime.loaded.version,
+        "events": last_offset,
+        "lag_events": max(0, last_offset - trained),
+        "events_per_minute": [
+            {"t": t, "count": n} for t, n in store.log.counts_by_time(newest - RATE_WINDOW, newest + 1, 60.0)
+        ],
+        "versions": _versions(runtime),
+        "experiment": experiments.judge(current, store, settings.online) if current else None,
+        "online": online_metrics(
+            store,
+            now - ONLINE_WINDOW,
+            now,
+            click_types=settings.online.click_types,
+            conversion_types=settings.online.conversion_types,
+            window=settings.online.window_seconds,
+        ),
+    }
+
+
+@data.get("/users/{user_id}")
+def dashboard_user(
+    request: Request, user_id: Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID_LENGTH)]
+) -> dict[str, Any]:
+    """A user's newest items (newest first) and what the live model recommends them now."""
+    runtime: Runtime = request.app.state.runtime
+    recent = runtime.store.log.recent_items(user_id, RECENT_EVENTS)
+    if not recent:
+        raise HTTPException(404, f"no events of user {user_id!r}")
+    return {
+        "user_id": user_id,
+        "recent_items": [{"item_id": item, "title": runtime.title(item)} for item in reversed(recent)],
+        "recommendations": runtime.recommend(user_id, 10),
+    }
