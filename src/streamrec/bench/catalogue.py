@@ -32,7 +32,6 @@ import psutil
 import torch
 
 from streamrec.bench.report import plt, write_result
-from streamrec.bench.retrieval import recall_at_k
 from streamrec.serving.retrieval import ExactRetriever
 from streamrec.serving.runtime import Runtime
 
@@ -64,7 +63,7 @@ def _percentiles(milliseconds: list[float]) -> dict[str, float]:
     }
 
 
-def _serve(home: Path, requests: int, k: int, seed: int) -> dict[str, Any]:
+def _serve(home: Path, requests: int, k: int, seed: int, expansions: tuple[int, ...]) -> dict[str, Any]:
     """Load the live model as the server does; latency of ``recommend`` and recall against exact."""
     process = psutil.Process()
     before = process.memory_info().rss
@@ -76,21 +75,44 @@ def _serve(home: Path, requests: int, k: int, seed: int) -> dict[str, Any]:
     users = list(engine.store.log.sequences().users)
     rng = np.random.default_rng(seed)
     chosen = [users[i] for i in rng.choice(len(users), size=min(requests, len(users)), replace=False)]
-    timings = []
-    for user in chosen:
-        tick = time.perf_counter()
-        engine.recommend(user, k=k)
-        timings.append((time.perf_counter() - tick) * 1000)
-    exact = ExactRetriever().build(loaded.table[1:].float().cpu().numpy())
-    found, truth = [], []
+    # Exact search over the very rows the index holds (an ID model's trained rows), so ids agree.
+    rows = (
+        loaded.table[1:] if loaded.retrieved is None else loaded.table[1:][torch.from_numpy(loaded.retrieved)]
+    )
+    exact = ExactRetriever().build(rows.float().cpu().numpy())
+    states, truth = [], []
     for user in chosen:
         recent = engine.store.log.recent_items(user, loaded.model.config.max_len)
         history = np.array([loaded.index[i] for i in recent if i in loaded.index], dtype=np.int64)
         with torch.no_grad():
             state = loaded.model.user_states([history], loaded.table).float().cpu().numpy()
-        seen = [np.unique(history)]
-        found.append(loaded.retriever.search(state, k, exclude=seen)[0][0])
-        truth.append(exact.search(state, k, exclude=seen)[0][0])
+        seen = [loaded.rows_of(np.unique(history))]
+        states.append((state, seen))
+        best = exact.search(state, k, exclude=seen)[0][0]
+        truth.append(best[best >= 0])
+    default = getattr(loaded.retriever, "expansion_search", None)
+    sweep: list[dict[str, Any]] = []
+    for expansion in sorted({*(expansions if default is not None else ()), default}, key=lambda e: e or 0):
+        if expansion is not None:
+            loaded.retriever.expansion_search = expansion  # a knob of the built graph: no rebuild
+        timings = []
+        for user in chosen:
+            loaded.answers.clear()  # every request is scored, none answered from the cache
+            tick = time.perf_counter()
+            engine.recommend(user, k=k)
+            timings.append((time.perf_counter() - tick) * 1000)
+        found = [loaded.retriever.search(state, k, exclude=seen)[0][0] for state, seen in states]
+        recall = np.mean([len(set(f) & set(t)) / max(len(t), 1) for f, t in zip(found, truth, strict=True)])
+        sweep.append(
+            {
+                "expansion_search": expansion,
+                "recommend": _percentiles(timings),
+                f"recall@{k}": round(float(recall), 4),
+            }
+        )
+    if default is not None:
+        loaded.retriever.expansion_search = default
+    chosen_row = next(row for row in sweep if row["expansion_search"] == default)
     result = {
         "version": loaded.version,
         "items": len(loaded.items),
@@ -99,8 +121,9 @@ def _serve(home: Path, requests: int, k: int, seed: int) -> dict[str, Any]:
         "load_rss_mb": round((process.memory_info().rss - before) / 2**20),
         "table_mb": round(loaded.table.numel() * loaded.table.element_size() / 2**20),
         "requests": len(chosen),
-        "recommend": _percentiles(timings),
-        f"recall@{k}": round(recall_at_k(np.array(found), np.array(truth)), 4),
+        "recommend": chosen_row["recommend"],  # at the product's default expansion_search
+        f"recall@{k}": chosen_row[f"recall@{k}"],
+        "expansion_sweep": sweep,
     }
     engine.store.close()
     return result
@@ -134,6 +157,7 @@ def run_catalogue_benchmark(
     out: Path,
     seed: int = 7,
     k: int = 10,
+    expansions: tuple[int, ...] = (32, 64, 128, 256),
     work_dir: Path | None = None,
     progress: bool = True,
     command: str = "",
@@ -152,7 +176,7 @@ def run_catalogue_benchmark(
         # Tuning the updates runs four guarded updates: a separate cost, measured by bench stream.
         untuned = {**os.environ, "STREAMREC_UPDATE__TUNE": "false"}
         steps["train"] = _run(train, "train", progress, untuned)
-        serve = _serve(home, requests, k, seed)
+        serve = _serve(home, requests, k, seed, expansions)
     result = {
         "benchmark": "catalogue",
         "command": command,

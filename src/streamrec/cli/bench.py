@@ -111,6 +111,7 @@ def catalogue(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         negatives=args.negatives,
         requests=args.requests,
+        expansions=tuple(int(e) for e in args.expansions.split(",") if e.strip()),
         out=args.out,
         seed=args.seed,
         work_dir=args.work_dir,
@@ -255,6 +256,7 @@ def add_commands(command) -> None:
     large.add_argument("--epochs", type=int, default=2, help="training epochs (the fit's --epochs)")
     large.add_argument("--negatives", type=int, default=3000, help="sampled negatives per batch")
     large.add_argument("--requests", type=int, default=1000, help="recommendations timed and checked")
+    large.add_argument("--expansions", default="32,64,128,256", help="HNSW expansion_search values to time")
     large.add_argument("--seed", type=int, default=7)
     large.add_argument("--work-dir", type=Path, help="where the scratch home goes (default: the temp folder)")
     large.add_argument("--quiet", action="store_true")
