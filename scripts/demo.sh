@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the main job on the embedded default (SQLite + local files, no servers).
 # simulate a drifting event stream → ingest it → stats → train the text-aware model → recommend
-# → more events → incremental update → serve.
+# → more events → incremental update → serve → an A/B test with simulated shoppers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STREAMREC=.venv/bin/streamrec
@@ -56,6 +56,14 @@ show -X POST "$URL/events" -H "X-API-Key: $STREAMREC_API_KEY" -H 'content-type: 
   -d '[{"user_id":"u1","item_id":"i5","event_type":"click"}]'
 show "$URL/recommend/u1?k=3"
 show "$URL/search?q=telescope+nebula&user_id=u1&k=3"
+
+echo "== 8. an A/B test: the first fit (a) against the update (b), judged on simulated users' clicks"
+show -X POST "$URL/admin/ab" -H "X-API-Key: $STREAMREC_API_KEY" -H 'content-type: application/json' \
+  -d '{"a":"v0001","b":"v0002"}'
+.venv/bin/python scripts/shop.py --url "$URL" --truth "$HOME_DIR/sim/truth.json" --visits 300
+sleep 0.5  # the server writes what it showed every 0.2 s
+$STREAMREC ab status --home "$HOME_DIR/recs"
+echo "   the dashboard: $URL/dashboard#key=$STREAMREC_API_KEY"
 if [ -t 0 ]; then
   echo "== the server keeps answering on $URL — press Ctrl-C to stop"
   wait $SERVER

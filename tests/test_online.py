@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from streamrec.config import Settings
+from streamrec.data.shoppers import Shoppers
 from streamrec.data.synthetic import StreamConfig, generate
 from streamrec.evaluation.online import Ratio, online_metrics, outcomes
 from streamrec.events import Event, EventSchema
@@ -129,3 +130,21 @@ def test_recording_can_be_turned_off_and_answers_still_carry_a_request_id(
     assert len(answer["request_id"]) == 32
     with open_store(home) as store:
         assert len(store.impressions) == before and store.impressions.get(answer["request_id"]) is None
+
+
+def test_simulated_shoppers_click_what_matches_their_taste() -> None:
+    stream = generate(StreamConfig(users=50, items=80, events=2000, seed=6))
+    shoppers = Shoppers(stream.truth, seed=1)
+    by_topic: dict[int, list[str]] = {}
+    for item, topic in stream.truth["item_topic"].items():
+        by_topic.setdefault(topic, []).append(item)
+    liked = disliked = 0
+    for user in shoppers.users:
+        preference = shoppers.preferences[user]
+        best, worst = by_topic[int(preference.argmax())][:10], by_topic[int(preference.argmin())][:10]
+        liked += sum(r.event_type == "click" for r in shoppers.react(user, best))
+        disliked += sum(r.event_type == "click" for r in shoppers.react(user, worst))
+    assert liked > 5 * max(disliked, 1)
+    answer = {"request_id": "r1", "items": [{"item_id": item} for item in best]}
+    events = shoppers.respond(shoppers.users[-1], answer)
+    assert all(e["request_id"] == "r1" and e["item_id"] in best for e in events)

@@ -80,17 +80,8 @@ def build_home(
 def visit(client: TestClient, shoppers: Shoppers, user: str) -> None:
     """One visit: the user's recommendations, then what they clicked and bought, sent back."""
     answer = client.get(f"/recommend/{user}", params={"k": 10}, headers=ADMIN).json()
-    reactions = shoppers.react(user, [entry["item_id"] for entry in answer["items"]])
-    if reactions:
-        events = [
-            {
-                "user_id": user,
-                "item_id": r.item_id,
-                "event_type": r.event_type,
-                "request_id": answer["request_id"],
-            }
-            for r in reactions
-        ]
+    events = shoppers.respond(user, answer)
+    if events:
         response = client.post("/events", json=events, headers=ADMIN)
         assert response.status_code == 200, response.text
 

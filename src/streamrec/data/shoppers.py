@@ -62,6 +62,20 @@ class Shoppers:
                     reactions.append(Reaction(item, "purchase"))
         return reactions
 
+    def respond(self, user: str, answer: dict[str, Any]) -> list[dict[str, Any]]:
+        """The events ``user`` sends back after seeing ``answer`` (a recommendation response),
+        each naming the answer's ``request_id``."""
+        reactions = self.react(user, [entry["item_id"] for entry in answer["items"]])
+        return [
+            {
+                "user_id": user,
+                "item_id": r.item_id,
+                "event_type": r.event_type,
+                "request_id": answer["request_id"],
+            }
+            for r in reactions
+        ]
+
     def sample(self, count: int) -> list[str]:
         """``count`` users drawn without replacement (all of them when there are fewer)."""
         chosen = self.rng.permutation(len(self.users))[:count]
