@@ -63,7 +63,18 @@ APPENDED: dict[tuple[str, ...], list[str]] = {
     ("bench", "offline"): ["--epochs", "1"],
     ("bench", "retrieval"): ["--items", "2000", "--queries", "50", "--eval-users", "50"],
     ("bench", "stream"): ["--periods", "3", "--epochs", "2", "--eval-limit", "200"],
-    ("bench", "ab"): ["--runs", "2", "--users", "20", "--look", "10", "--stream-users", "60"],
+    ("bench", "ab"): [
+        "--runs",
+        "2",
+        "--users",
+        "20",
+        "--ab-visits",
+        "60",
+        "--look",
+        "10",
+        "--stream-users",
+        "60",
+    ],
     ("bench", "catalogue"): [
         *("--users", "100", "--events", "2000", "--epochs", "1", "--negatives", "50", "--requests", "20")
     ],
