@@ -266,7 +266,7 @@ def add_commands(command) -> None:
     online = benchmark("ab", ab, "A/A and A/B tests with simulated users, through the server's HTTP API.")
     online.add_argument("--runs", type=int, default=40, help="A/A experiments")
     online.add_argument("--users", type=int, default=300, help="simulated visits per A/A run")
-    online.add_argument("--ab-visits", type=int, default=12000, help="visits in the drift and broken-arm runs")
+    online.add_argument("--ab-visits", type=int, default=12000, help="visits in each A/B run (drift, broken)")
     online.add_argument("--look", type=int, default=50, help="visits between two looks at the p-value")
     online.add_argument("--stream-users", type=int, default=600, help="users of the synthetic stream")
     online.add_argument("--seed", type=int, default=7)
