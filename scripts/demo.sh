@@ -50,7 +50,7 @@ for _ in $(seq 1 120); do
   kill -0 $SERVER 2>/dev/null || { cat "$HOME_DIR/server.log"; exit 1; }
   sleep 0.5
 done
-show() { echo "\$ curl $*"; curl -sf "$@" | .venv/bin/python -m json.tool | head -n 24; }
+show() { echo "\$ curl $*"; curl -sf "$@" | .venv/bin/python -m json.tool | sed -n '1,30p'; }  # sed reads to the end: no broken pipe
 show "$URL/recommend/u1?k=3"
 show -X POST "$URL/events" -H "X-API-Key: $STREAMREC_API_KEY" -H 'content-type: application/json' \
   -d '[{"user_id":"u1","item_id":"i5","event_type":"click"}]'

@@ -19,6 +19,7 @@ from streamrec import experiments
 from streamrec.evaluation.online import online_metrics
 from streamrec.events import MAX_ID_LENGTH
 from streamrec.serving.access import api_key_header
+from streamrec.serving.problems import responses
 from streamrec.serving.runtime import Runtime
 from streamrec.serving.schemas import PATH_ID
 
@@ -34,7 +35,12 @@ async def require_dashboard(request: Request, key: Annotated[str | None, Securit
 
 
 page = APIRouter(tags=["dashboard"])
-data = APIRouter(prefix="/dashboard", tags=["dashboard"], dependencies=[Depends(require_dashboard)])
+data = APIRouter(
+    prefix="/dashboard",
+    tags=["dashboard"],
+    dependencies=[Depends(require_dashboard)],
+    responses=responses(401, 403, 422),
+)
 
 
 def _static(name: str) -> bytes:
@@ -106,7 +112,7 @@ def dashboard_data(request: Request) -> dict[str, Any]:
     }
 
 
-@data.get("/users/{user_id}")
+@data.get("/users/{user_id}", responses=responses(404))
 def dashboard_user(
     request: Request, user_id: Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID_LENGTH)]
 ) -> dict[str, Any]:

@@ -313,7 +313,7 @@ def update_status(request: Request) -> dict[str, Any]:
     return request.app.state.updates.status()
 
 
-@admin.post("/ab", response_model=ExperimentInfo, status_code=201, responses=responses(404, 409))
+@admin.post("/ab", response_model=ExperimentInfo, status_code=201, responses=responses(400, 404, 409))
 def start_experiment(body: ExperimentStart, runtime: RuntimeDep) -> dict[str, Any]:
     """Start an A/B test between two stored versions; every server process follows it within a second."""
     a = body.a or runtime.registry.live()
@@ -339,7 +339,7 @@ def experiment_status(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     return experiments.judge(current, runtime.store, request.app.state.settings.online)
 
 
-@admin.post("/ab/stop", response_model=Judgement, responses=responses(404))
+@admin.post("/ab/stop", response_model=Judgement, responses=responses(400, 404))
 def stop_experiment(body: ExperimentStop, request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     """Stop the running experiment; promote its significant winner, an arm, or nothing."""
     try:
