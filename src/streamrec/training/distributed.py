@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -42,10 +42,22 @@ from streamrec.models.base import TrainingData
 from streamrec.models.sasrec_net import SASRecConfig, SASRecNet
 from streamrec.training.loop import Loss, OneProcess, Step, TrainingBatches, TrainingLog, train_network
 
-if TYPE_CHECKING:
-    from streamrec.models.sasrec import SASRec
-
 Valid = tuple[list[np.ndarray], np.ndarray] | None
+
+
+class Estimator(Protocol):
+    """What distributed training needs of the model it fits (``models.sasrec.SASRec`` is one)."""
+
+    config: SASRecConfig
+    device: torch.device
+    text_embeddings: np.ndarray | None
+    net: SASRecNet | None
+
+    def __init__(self, config: SASRecConfig, text_embeddings: np.ndarray | None = None) -> None: ...
+
+    def build_for(self, data: TrainingData) -> SASRecNet: ...
+
+    def validation(self, valid: Valid) -> Callable[[], float] | None: ...
 
 
 class Replicas(OneProcess):
@@ -114,7 +126,7 @@ class _LossOf(nn.Module):
         return self.loss(batch)
 
 
-def train_distributed(model: SASRec, data: TrainingData, valid: Valid, *, progress: bool) -> TrainingLog:
+def train_distributed(model: Estimator, data: TrainingData, valid: Valid, *, progress: bool) -> TrainingLog:
     """Fit ``model.net`` (freshly built) on ``config.processes`` processes; rank 0's weights land in it."""
     size = model.config.processes
     devices = [rank_device(model.device, rank, size) for rank in range(size)]  # fails early on too few GPUs
@@ -123,6 +135,7 @@ def train_distributed(model: SASRec, data: TrainingData, valid: Valid, *, progre
         mp.spawn(
             _train_rank,
             args=(
+                type(model),  # the estimator each rank rebuilds (passed in: no import back to models)
                 size,
                 free_port(),
                 model.config,
@@ -164,6 +177,7 @@ def free_port() -> int:
 
 def _train_rank(
     rank: int,
+    estimator: type[Estimator],
     size: int,
     port: int,
     config: SASRecConfig,
@@ -176,8 +190,6 @@ def _train_rank(
     folder: str,
 ) -> None:
     """One process's fit (started by :func:`train_distributed`); rank 0 writes the weights and log."""
-    from streamrec.models.sasrec import SASRec
-
     torch.set_num_threads(threads)
     device = devices[rank]
     if device.type == "cuda":
@@ -185,7 +197,7 @@ def _train_rank(
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size)
     try:
-        replica = SASRec(replace(config, device=str(device)), text)
+        replica = estimator(replace(config, device=str(device)), text)
         replica.net = replica.build_for(data)
         replicas = Replicas(rank, size, device if backend == "nccl" else torch.device("cpu"))
         log = train_network(
