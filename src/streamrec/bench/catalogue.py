@@ -163,6 +163,8 @@ def run_catalogue_benchmark(
     command: str = "",
 ) -> dict[str, Any]:
     """Simulate, ingest, train (sampled softmax) and serve (HNSW) a catalogue of ``items`` items."""
+    if work_dir is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="streamrec-catalogue-", dir=work_dir) as scratch:
         sim, home = Path(scratch) / "sim", Path(scratch) / "home"
         quiet = [] if progress else ["--quiet"]

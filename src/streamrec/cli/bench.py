@@ -126,6 +126,8 @@ def ab(args: argparse.Namespace) -> None:
 
     from streamrec.bench.ab import run_ab_benchmark
 
+    if args.work_dir is not None:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="streamrec-ab-", dir=args.work_dir) as scratch:
         result = run_ab_benchmark(
             out=args.out,
