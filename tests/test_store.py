@@ -204,7 +204,7 @@ class StoreContract:
         shown = [
             Impression("r1", 10.0, "u1", "v0001", "recommend", ("i3", "i1"), None),
             Impression("r2", 12.5, None, "v0002", "session", (), "b"),
-            Impression("r3", 11.0, "u2", "v0001", "search", ("é", "i\u00a0x"), "a"),
+            Impression("r3", 11.0, "u2", "v0001+v0002", "recommend", ("é", "i\u00a0x"), "x0001/ab", "ba"),
         ]
         with open_store(location) as writer, open_store(location) as reader:
             writer.impressions.append(shown)
@@ -278,6 +278,23 @@ class TestSQLite(StoreContract):
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         connection.close()
+
+    def test_an_older_impressions_table_gets_the_teams_column(self, tmp_path: Path) -> None:
+        (tmp_path / "home").mkdir()
+        older = sqlite3.connect(tmp_path / "home" / "streamrec.sqlite")
+        older.execute(
+            "CREATE TABLE impressions (request_id TEXT PRIMARY KEY, ts REAL NOT NULL, user_id TEXT,"
+            " version TEXT NOT NULL, surface TEXT NOT NULL, arm TEXT, items TEXT NOT NULL) WITHOUT ROWID"
+        )
+        row = ("r0", 1.0, "u1", "v0001", "recommend", None, '["i1"]')
+        older.execute("INSERT INTO impressions VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        older.commit()
+        older.close()
+        with open_store(tmp_path / "home") as store:
+            interleaved = Impression("r1", 2.0, "u1", "v1+v2", "recommend", ("i2",), "x/ab", "b")
+            store.impressions.append([interleaved])
+            assert store.impressions.get("r0") == Impression("r0", 1.0, "u1", "v0001", "recommend", ("i1",))
+            assert store.impressions.get("r1") == interleaved
 
 
 class TestPostgreSQL(StoreContract):

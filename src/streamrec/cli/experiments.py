@@ -18,13 +18,15 @@ def _figure(arm: dict[str, Any], name: str) -> str:
 
 
 def print_judgement(judgement: dict[str, Any]) -> None:
+    method = judgement.get("method", "split")
     print(f"experiment {judgement['experiment']} ({'running' if judgement['running'] else 'stopped'}),"
-          f" metric {judgement['metric']}, alpha {judgement['alpha']}")  # fmt: skip
-    print(f"{'arm':4} {'version':8} {'users':>6} {'shown':>7} {'clicks':>7} {'buys':>6}  ctr [95 % CI]")
+          f" {method}, metric {judgement['metric']}, alpha {judgement['alpha']}")  # fmt: skip
+    rate = "wins" if method == "interleave" else "ctr"
+    print(f"{'arm':4} {'version':8} {'users':>6} {'shown':>7} {'clicks':>7} {'buys':>6}  {rate} [95 % CI]")
     for name, arm in judgement["arms"].items():
         print(
             f"{name:4} {arm['version']:8} {arm.get('users', 0):>6} {arm['impressions']:>7}"
-            f" {arm.get('clicks', 0):>7} {arm.get('conversions', 0):>6}  {_figure(arm, 'ctr')}"
+            f" {arm.get('clicks', 0):>7} {arm.get('conversions', 0):>6}  {_figure(arm, rate)}"
         )
     print(
         f"b - a: {judgement['difference']:+.4f}, p = {judgement['p_value']:.4g} (sequential;"
@@ -40,12 +42,10 @@ def ab(args: argparse.Namespace) -> None:
         if a is None or args.b is None:
             raise ValueError("ab start needs --b VERSION (and --a VERSION when no version is live)")
         experiment = experiments.start(
-            registry, a, args.b, share=args.share, metric=args.metric, alpha=args.alpha
+            registry, a, args.b, share=args.share, metric=args.metric, alpha=args.alpha, method=args.method
         )
-        print(
-            f"experiment {experiment.id} started: a = {experiment.a},"
-            f" b = {experiment.b} for {args.share:.0%} of users"
-        )
+        who = "interleaved in every answer" if experiment.interleaved else f"for {args.share:.0%} of users"
+        print(f"experiment {experiment.id} started: a = {experiment.a}, b = {experiment.b} {who}")
         return
     if args.action == "list":
         rows = experiments.experiments(registry)
@@ -55,7 +55,8 @@ def ab(args: argparse.Namespace) -> None:
         for e in rows:
             decision = (e.result or {}).get("decision", "-")
             state = "running" if e.running else f"stopped, decision {decision}"
-            print(f"{e.id}  a={e.a}  b={e.b}  share={e.share}  metric={e.metric}  {state}")
+            split = "interleave" if e.interleaved else f"share={e.share}"
+            print(f"{e.id}  a={e.a}  b={e.b}  {split}  metric={e.metric}  {state}")
         return
     if args.action == "status":
         current = experiments.running(registry)
@@ -91,6 +92,12 @@ def add_commands(command) -> None:
         "--metric", choices=["clicks", "conversions", "hits"], default="clicks", help="start: what decides"
     )
     test.add_argument("--alpha", type=float, default=0.05, help="start: the false-positive rate allowed")
+    test.add_argument(
+        "--method",
+        choices=["split", "interleave"],
+        default="split",
+        help="start: split users between the arms, or interleave both versions' lists (team draft)",
+    )
     test.add_argument(
         "--promote",
         choices=["winner", "a", "b", "none"],

@@ -11,9 +11,9 @@ are attributed to the answer (:mod:`streamrec.evaluation.online`).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex digits: the time in nanoseconds, then 64 random bits. Ids sort by time, so the
+    impressions table (clustered by request id) grows at its end instead of at random pages."""
+    return f"{time.time_ns():016x}{os.urandom(8).hex()}"
 
 
 class ImpressionRecorder:
@@ -55,15 +57,17 @@ class ImpressionRecorder:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="streamrec-impressions", daemon=True)
 
-    def shown(self, answer: dict[str, Any], surface: str, *, arm: str | None = None) -> dict[str, Any]:
-        """``answer`` with a new ``request_id`` (and the ``arm`` that answered), queued as one impression."""
+    def shown(
+        self, answer: dict[str, Any], surface: str, *, arm: str | None = None, teams: str | None = None
+    ) -> dict[str, Any]:
+        """``answer`` with a new ``request_id`` (and the ``arm`` that answered), queued as one impression;
+        ``teams``: which arm put each item there, for an interleaved answer."""
         request_id = new_request_id()
         if not self.enabled:
             return {**answer, "request_id": request_id, "arm": arm}
         items = tuple(entry["item_id"] for entry in answer["items"])
-        impression = Impression(
-            request_id, time.time(), answer.get("user_id"), answer["model_version"], surface, items, arm
-        )
+        user, version = answer.get("user_id"), answer["model_version"]
+        impression = Impression(request_id, time.time(), user, version, surface, items, arm, teams)
         with self._lock:
             self._queue.append(impression)
         return {**answer, "request_id": request_id, "arm": arm}

@@ -11,6 +11,7 @@ HTTP errors are raised here and only here (rendered by
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
@@ -20,8 +21,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from streamrec import experiments
 from streamrec.config import Strategy
+from streamrec.evaluation.interleaving import interleave_answers
 from streamrec.events import MAX_ID_LENGTH as MAX_ID
 from streamrec.events import EventSchema, EventValidationError
+from streamrec.experiments import INTERLEAVED
 from streamrec.home import UpdateInProgress
 from streamrec.items import validate_item
 from streamrec.serving.access import require
@@ -107,6 +110,13 @@ async def recommend_user(
 ) -> dict[str, Any]:
     """Top-k for a user from their latest events; users without history get trending items."""
     # Scored on the batcher's thread, with the other requests waiting then (serving/batching.py).
+    experiment = runtime.experiment
+    if experiment is not None and experiment.interleaved:  # both versions answer; one merged list
+        versions = (experiment.a, experiment.b)
+        asked = [RecommendRequest(user_id, k, exclude_seen, category or None, v) for v in versions]
+        a, b = await asyncio.gather(*(batcher.submit(request) for request in asked))
+        answer, teams = interleave_answers(a, b, k)
+        return impressions.shown(answer, "recommend", arm=experiment.label(INTERLEAVED), teams=teams)
     arm = runtime.arm_of(user_id)  # (label, version) of the user's arm while an experiment runs
     request = RecommendRequest(user_id, k, exclude_seen, category or None, arm[1] if arm else None)
     answer = await batcher.submit(request)
@@ -321,7 +331,13 @@ def start_experiment(body: ExperimentStart, runtime: RuntimeDep) -> dict[str, An
         raise HTTPException(409, "no live version: name arm a's version")
     try:
         started = experiments.start(
-            runtime.registry, a, body.b, share=body.share, metric=body.metric, alpha=body.alpha
+            runtime.registry,
+            a,
+            body.b,
+            share=body.share,
+            metric=body.metric,
+            alpha=body.alpha,
+            method=body.method,
         )
     except experiments.ExperimentError as error:
         status = 404 if "no version" in str(error) else 409

@@ -72,7 +72,8 @@ class ScoredItem(BaseModel):
 class Recommendations(BaseModel):
     """``source`` is ``model`` (sequential model on the user's latest events) or ``trending`` (fallback).
     ``request_id`` names this answer: an event that sends it back is attributed to what was shown.
-    ``arm`` is the experiment arm (``EXPERIMENT/a`` or ``/b``) that answered, while one runs."""
+    ``arm`` is the experiment arm (``EXPERIMENT/a`` or ``/b``) that answered, while one runs;
+    ``EXPERIMENT/ab`` when both versions' lists were interleaved (``model_version`` ``a+b``)."""
 
     request_id: str
     arm: str | None = None
@@ -187,6 +188,9 @@ class ExperimentStart(BaseModel):
     share: float = Field(0.5, gt=0, lt=1)
     metric: Literal["clicks", "conversions", "hits"] = "clicks"
     alpha: float = Field(0.05, gt=0, lt=1)
+    method: Literal["split", "interleave"] = Field(
+        "split", description="split: users in two arms; interleave: both versions in each answer (team draft)"
+    )
 
 
 class ExperimentStop(BaseModel):
@@ -207,15 +211,19 @@ class ExperimentInfo(BaseModel):
     started_at: float
     metric: str
     alpha: float
+    method: str
     stopped_at: float | None
     result: dict[str, Any] | None
 
 
 class Judgement(BaseModel):
     """Per-arm online figures, ``b - a`` on the metric, the sequential p-value and the decision
-    (``a`` or ``b``: that arm is significantly better; else ``undecided``)."""
+    (``a`` or ``b``: that arm is significantly better; else ``undecided``). Interleaved: per arm
+    its team's ``wins`` (share of answers with a credited event), and ``difference`` the
+    share b won minus the share a won."""
 
     experiment: str
+    method: str
     metric: str
     alpha: float
     running: bool

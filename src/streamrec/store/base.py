@@ -182,8 +182,10 @@ class Impression:
     """One answer as it was shown: ``items`` best first (position = index + 1).
 
     ``surface`` is what answered (``recommend``, ``session``, ``search``); ``arm`` the
-    experiment arm the user was in, if one ran. Events that carry ``request_id`` are
-    attributed to it (:mod:`streamrec.evaluation.online`).
+    experiment arm the user was in, if one ran. An interleaved answer (both arms' lists
+    merged) names each position's ``teams`` letter: ``abba…`` (position n came from arm
+    ``teams[n]``). Events that carry ``request_id`` are attributed to it
+    (:mod:`streamrec.evaluation.online`).
     """
 
     request_id: str
@@ -193,20 +195,22 @@ class Impression:
     surface: str
     items: tuple[str, ...]
     arm: str | None = None
+    teams: str | None = None
 
 
-IMPRESSION_COLUMNS = "request_id, ts, user_id, version, surface, items, arm"
+IMPRESSION_COLUMNS = "request_id, ts, user_id, version, surface, items, arm, teams"
 
 
 def impression_row(impression: Impression) -> tuple:
     """An impression as a row of :data:`IMPRESSION_COLUMNS`: the items as one JSON array."""
     i = impression
-    return (i.request_id, i.timestamp, i.user_id, i.version, i.surface, json.dumps(i.items), i.arm)
+    items = json.dumps(i.items)
+    return (i.request_id, i.timestamp, i.user_id, i.version, i.surface, items, i.arm, i.teams)
 
 
 def row_to_impression(row: Sequence) -> Impression:
-    request_id, ts, user_id, version, surface, items, arm = row
-    return Impression(request_id, ts, user_id, version, surface, tuple(json.loads(items)), arm)
+    request_id, ts, user_id, version, surface, items, arm, teams = row
+    return Impression(request_id, ts, user_id, version, surface, tuple(json.loads(items)), arm, teams)
 
 
 class ImpressionLog(ABC):

@@ -88,8 +88,10 @@ CREATE TABLE IF NOT EXISTS impressions (
     version TEXT NOT NULL,
     surface TEXT NOT NULL,
     arm TEXT,
-    items TEXT NOT NULL
+    items TEXT NOT NULL,
+    teams TEXT
 );
+ALTER TABLE impressions ADD COLUMN IF NOT EXISTS teams TEXT;
 CREATE INDEX IF NOT EXISTS impressions_time ON impressions (ts);
 """
 # JSON, not JSONB: JSONB reorders an object's keys, and an item's text lists its attributes in order.
@@ -466,7 +468,7 @@ class PostgresImpressionLog(ImpressionLog):
         rows = [impression_row(i) for i in impressions]
         with _refusing_nul(), self.db.transaction() as conn:
             conn.cursor().executemany(
-                f"INSERT INTO impressions ({IMPRESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                f"INSERT INTO impressions ({IMPRESSION_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (request_id) DO NOTHING",
                 rows,
             )

@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS impressions (
     version TEXT NOT NULL,
     surface TEXT NOT NULL,
     arm TEXT,
-    items TEXT NOT NULL
+    items TEXT NOT NULL,
+    teams TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS impressions_time ON impressions (ts);
 """
@@ -93,7 +94,14 @@ class SQLiteDatabase:
         # Index pages of a large log stay cached: appends to the (user, time) index are random.
         self._conn.execute("PRAGMA cache_size=-131072")
         self._conn.executescript(_SCHEMA)
+        self._add_missing_columns()
         self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since a table was first made (SQLite has no ADD COLUMN IF NOT EXISTS)."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(impressions)")}
+        if "teams" not in columns:
+            self._conn.execute("ALTER TABLE impressions ADD COLUMN teams TEXT")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -352,10 +360,10 @@ class SQLiteImpressionLog(ImpressionLog):
 
     def append(self, impressions: Sequence[Impression]) -> None:
         rows = [impression_row(i) for i in impressions]
+        marks = ", ".join("?" * (IMPRESSION_COLUMNS.count(",") + 1))
+        insert = f"INSERT OR IGNORE INTO impressions ({IMPRESSION_COLUMNS}) VALUES ({marks})"
         with self.db.transaction() as conn:
-            conn.executemany(
-                f"INSERT OR IGNORE INTO impressions ({IMPRESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
-            )
+            conn.executemany(insert, rows)
 
     def get(self, request_id: str) -> Impression | None:
         rows = self.db.query(
