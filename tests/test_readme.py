@@ -70,6 +70,8 @@ APPENDED: dict[tuple[str, ...], list[str]] = {
         "20",
         "--ab-visits",
         "60",
+        "--interleave-visits",
+        "40",
         "--look",
         "10",
         "--stream-users",

@@ -18,6 +18,9 @@ the guard is the update worker's (:func:`streamrec.experiments.guard`).
    false positive if *any* look declares a winner (the test is meant to be watched).
 2. **Drift**: stale ``v0001`` (a) against updated ``v0002`` (b): users until p < 0.01.
 3. **Broken arm**: ``v0002`` (a) against ``v0003`` (b): users until the guard stops it.
+4. **Interleaved**: the A/A runs and the drift scenario again with team-draft
+   interleaving (``method="interleave"``): both versions answer every visit in one list.
+   It should reach p < 0.01 after far fewer visits than the split.
 """
 
 from __future__ import annotations
@@ -100,9 +103,10 @@ def run_experiment(
     look: int,
     *,
     guarded: bool,
+    method: str = "split",
 ) -> dict[str, Any]:
     """Start ``a`` vs ``b``, let ``users`` simulated visits happen, look every ``look`` of them."""
-    started = client.post("/admin/ab", json={"a": a, "b": b}, headers=ADMIN)
+    started = client.post("/admin/ab", json={"a": a, "b": b, "method": method}, headers=ADMIN)
     assert started.status_code == 201, started.text
     settings = Home(home, Settings())
     looks = []
@@ -142,6 +146,7 @@ def run_ab_benchmark(
     runs: int = 40,
     users: int = 300,
     ab_visits: int = 12000,
+    interleave_visits: int = 3000,
     look: int = 50,
     seed: int = 7,
     stream_users: int = 600,
@@ -167,15 +172,25 @@ def run_ab_benchmark(
         },
         "users_per_run": users,
         "visits_per_ab_run": ab_visits,
+        "visits_per_interleaved_run": interleave_visits,
         "look_every_users": look,
     }
     with TestClient(create_app(home, api_key=KEY)) as client:
-        aa = []
-        for run in range(runs):
-            shoppers = Shoppers(truth, seed=seed * 1000 + run, click_scale=CLICK_SCALE)
-            aa.append(run_experiment(client, home, shoppers, "v0002", "v0002", users, look, guarded=False))
-            if progress:
-                print(f"A/A run {run + 1}/{runs}: decision {aa[-1]['final'].get('decision')}")
+
+        def aa_runs(method: str) -> list[dict[str, Any]]:
+            done = []
+            for run in range(runs):
+                shoppers = Shoppers(truth, seed=seed * 1000 + run, click_scale=CLICK_SCALE)
+                done.append(
+                    run_experiment(
+                        client, home, shoppers, "v0002", "v0002", users, look, guarded=False, method=method
+                    )
+                )
+                if progress:
+                    print(f"A/A {method} run {run + 1}/{runs}: decision {done[-1]['final'].get('decision')}")
+            return done
+
+        aa = aa_runs("split")
         drift = run_experiment(
             client,
             home,
@@ -196,23 +211,27 @@ def run_ab_benchmark(
             look,
             guarded=True,
         )
-    false_positives = sum(any(look["decision"] != "undecided" for look in run["looks"]) for run in aa)
-    first_win = next(
-        (look["users"] for look in drift["looks"] if look["decision"] == "b" and look["p_value"] < DECIDED_P),
-        None,
-    )
+        aa_interleaved = aa_runs("interleave")
+        drift_interleaved = run_experiment(
+            client,
+            home,
+            Shoppers(truth, seed=seed, click_scale=CLICK_SCALE),
+            "v0001",
+            "v0002",
+            interleave_visits,
+            look,
+            guarded=False,
+            method="interleave",
+        )
     result.update(
         {
-            "aa": {
-                "runs": runs,
-                "false_positives": false_positives,
-                "false_positive_rate": false_positives / runs,
-                "alpha": 0.05,
-                "final_p_values": [run["final"].get("p_value") for run in aa],
-                "final_fixed_horizon_p_values": [run["final"].get("p_value_fixed_horizon") for run in aa],
-            },
-            "drift": {"users_until_p_below_0.01": first_win, **drift},
+            "aa": _aa_summary(aa),
+            "drift": {"users_until_p_below_0.01": _first_win(drift), **drift},
             "broken": broken,
+            "interleave": {
+                "aa": _aa_summary(aa_interleaved),
+                "drift": {"users_until_p_below_0.01": _first_win(drift_interleaved), **drift_interleaved},
+            },
             "seconds": round(time.perf_counter() - started, 1),
         }
     )
@@ -221,16 +240,48 @@ def run_ab_benchmark(
     return result
 
 
+def _aa_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A/A runs: a false positive is a run where any look declared a winner."""
+    false_positives = sum(any(look["decision"] != "undecided" for look in run["looks"]) for run in runs)
+    return {
+        "runs": len(runs),
+        "false_positives": false_positives,
+        "false_positive_rate": false_positives / max(len(runs), 1),
+        "alpha": 0.05,
+        "final_p_values": [run["final"].get("p_value") for run in runs],
+        "final_fixed_horizon_p_values": [run["final"].get("p_value_fixed_horizon") for run in runs],
+    }
+
+
+def _first_win(run: dict[str, Any]) -> int | None:
+    """Visits until the updated arm ``b`` first won with p below :data:`DECIDED_P`."""
+    wins = (look["users"] for look in run["looks"] if look["decision"] == "b" and look["p_value"] < DECIDED_P)
+    return next(wins, None)
+
+
 def _plot(path: Path, result: dict[str, Any]) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     fixed = [p for p in result["aa"]["final_fixed_horizon_p_values"] if p is not None]
     left.hist(fixed, bins=np.linspace(0, 1, 11), color="#4C72B0")
-    left.set_title(f"A/A: fixed-horizon p at the end ({result['aa']['runs']} runs;"
-                   f" sequential false positives {result['aa']['false_positives']})", fontsize=9)  # fmt: skip
+    interleaved = result["interleave"]
+    left.hist(
+        [p for p in interleaved["aa"]["final_fixed_horizon_p_values"] if p is not None],
+        bins=np.linspace(0, 1, 11),
+        color="#DD8452",
+        alpha=0.6,
+    )
+    left.set_title(f"A/A: fixed-horizon p at the end ({result['aa']['runs']} runs; sequential false"
+                   f" positives split {result['aa']['false_positives']},"
+                   f" interleaved {interleaved['aa']['false_positives']})", fontsize=9)  # fmt: skip
     left.set_xlabel("p-value")
-    labels = {"drift": "stale a vs updated b", "broken": "live a vs broken b"}
-    for name, colour in (("drift", "#55A868"), ("broken", "#C44E52")):
-        looks = result[name]["looks"]
+    labels = {
+        "drift": "stale a vs updated b (split)",
+        "broken": "live a vs broken b (split)",
+        "interleaved": "stale a vs updated b (interleaved)",
+    }
+    runs = {"drift": result["drift"], "broken": result["broken"], "interleaved": interleaved["drift"]}
+    for name, colour in (("drift", "#55A868"), ("broken", "#C44E52"), ("interleaved", "#DD8452")):
+        looks = runs[name]["looks"]
         p_values = [max(look["p_value"], 1e-12) for look in looks]
         right.plot([look["users"] for look in looks], p_values, "o-", color=colour, label=labels[name])
     right.axhline(0.05, color="grey", linestyle=":", label="alpha 0.05")

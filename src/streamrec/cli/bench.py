@@ -135,6 +135,7 @@ def ab(args: argparse.Namespace) -> None:
             runs=args.runs,
             users=args.users,
             ab_visits=args.ab_visits,
+            interleave_visits=args.interleave_visits,
             look=args.look,
             seed=args.seed,
             stream_users=args.stream_users,
@@ -145,6 +146,10 @@ def ab(args: argparse.Namespace) -> None:
             "aa_false_positive_rate": result["aa"]["false_positive_rate"],
             "drift_users_until_p_below_0.01": result["drift"]["users_until_p_below_0.01"],
             "broken_stopped_after_users": result["broken"]["stopped_by_guard_after_users"],
+            "interleaved_aa_false_positive_rate": result["interleave"]["aa"]["false_positive_rate"],
+            "interleaved_drift_users_until_p_below_0.01": result["interleave"]["drift"][
+                "users_until_p_below_0.01"
+            ],
         }
     )
 
@@ -269,6 +274,9 @@ def add_commands(command) -> None:
     online.add_argument("--runs", type=int, default=40, help="A/A experiments")
     online.add_argument("--users", type=int, default=300, help="simulated visits per A/A run")
     online.add_argument("--ab-visits", type=int, default=12000, help="visits in each A/B run (drift, broken)")
+    online.add_argument(
+        "--interleave-visits", type=int, default=3000, help="visits in the interleaved drift run"
+    )
     online.add_argument("--look", type=int, default=50, help="visits between two looks at the p-value")
     online.add_argument("--stream-users", type=int, default=600, help="users of the synthetic stream")
     online.add_argument("--seed", type=int, default=7)
