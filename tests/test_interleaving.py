@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from streamrec import experiments
+from streamrec.cli import main
 from streamrec.config import OnlineSettings, Settings
 from streamrec.data.synthetic import StreamConfig, generate
 from streamrec.evaluation.interleaving import interleave_answers, preferences, team_draft
@@ -165,3 +166,20 @@ def test_an_interleaved_experiment_over_http_merges_both_versions_and_credits_cl
     for arm in ("a", "b"):  # each first item's click credited its team
         assert status["arms"][arm]["clicks"] == firsts.count(arm)
         assert status["arms"][arm]["impressions"] == len(users)
+
+
+def test_the_ab_command_starts_and_reports_an_interleaved_experiment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "recs"
+    registry = Registry(home / "models")
+    for _ in range(2):
+        registry.add(lambda folder: None, ["i1"], {"status": "candidate", "trained_through_offset": 0})
+    registry.promote("v0001")
+    assert main(["ab", "start", "--home", str(home), "--b", "v0002", "--method", "interleave"]) == 0
+    assert "b = v0002 interleaved in every answer" in capsys.readouterr().out
+    assert main(["ab", "status", "--home", str(home)]) == 0
+    printed = capsys.readouterr().out
+    assert "interleave, metric clicks" in printed and "wins [95 % CI]" in printed
+    assert main(["ab", "list", "--home", str(home)]) == 0
+    assert "interleave" in capsys.readouterr().out
