@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from streamrec import experiments
+from streamrec.bench.report import plt
 from streamrec.config import Settings
 from streamrec.data.synthetic import StreamConfig, generate
 from streamrec.events import EventSchema
@@ -61,8 +62,15 @@ def free_port() -> int:
 def test_the_dashboard_loads_draws_its_charts_and_looks_a_user_up(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home_with_history(home)
+    plots = tmp_path / "plots"  # a benchmark's plot, as `streamrec bench` writes one
+    plots.mkdir()
+    figure, axes = plt.subplots(figsize=(3, 2))
+    axes.plot([0, 1, 2], [1, 3, 2])
+    figure.savefig(plots / "bench-example.png")
+    plt.close(figure)
+    (plots / "notes.txt").write_text("not a plot")
     port = free_port()
-    env = {**os.environ, "STREAMREC_API_KEY": KEY}
+    env = {**os.environ, "STREAMREC_API_KEY": KEY, "STREAMREC_SERVER__PLOTS_DIR": str(plots)}
     command = [
         sys.executable,
         "-m",
@@ -91,6 +99,10 @@ def test_the_dashboard_loads_draws_its_charts_and_looks_a_user_up(tmp_path: Path
             time.sleep(0.2)
         admin = {"X-API-Key": KEY}
         assert httpx.get(f"{base}/dashboard/data").status_code == 401  # the data needs the key
+        assert httpx.get(f"{base}/dashboard/plots/bench-example.png").status_code == 401
+        for name in ("notes.txt", "missing.png", "..%2Fserver.log"):  # only listed plots are served
+            refused = httpx.get(f"{base}/dashboard/plots/{name}", headers={"X-API-Key": KEY})
+            assert refused.status_code in (404, 422), (name, refused.status_code)
         for user in ("u1", "u2", "u3", "u4"):
             answer = httpx.get(f"{base}/recommend/{user}", headers=admin).json()
             click = {"user_id": user, "item_id": answer["items"][0]["item_id"], "event_type": "click",
@@ -127,6 +139,8 @@ def look_at_dashboard(url: str, screenshot: Path) -> list[str]:
         assert points["versions"] == points["cost"] == 2, points  # the fit and the update
         assert points["experiment"] == 2 and points["online"] >= 1, points  # two arms; CTR per version
         assert page.inner_text("#errors").strip() == ""
+        assert page.locator("#plots img").count() == 1
+        assert page.eval_on_selector("#plots img", "image => image.naturalWidth") > 100  # decoded
         page.fill("#user", "u1")
         page.click("#lookup button")
         page.wait_for_selector("#user-recs tr", timeout=30_000)

@@ -104,6 +104,9 @@ class ServerSettings(BaseModel):
     record_impressions: bool = True
     # /dashboard's data without the admin key (the page itself holds none).
     open_dashboard: bool = False
+    # /dashboard shows the newest plots (*.png) of this folder: where `streamrec bench` writes them
+    # by default; relative to the server's working directory.
+    plots_dir: Path = Path("results")
 
     @field_validator("rate_limit")
     @classmethod

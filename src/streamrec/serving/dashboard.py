@@ -1,7 +1,8 @@
 """The dashboard at ``/dashboard``: one page, its data as JSON, and a user lookup.
 
 The page (``static/dashboard.html``, charts by the vendored Chart.js) holds no data itself;
-it reads ``/dashboard/data`` and ``/dashboard/users/{user_id}``, which need the admin key
+it reads ``/dashboard/data``, ``/dashboard/users/{user_id}`` and the newest benchmark
+plots (``/dashboard/plots``, from ``server.plots_dir``), which need the admin key
 unless ``server.open_dashboard`` is true. The page takes the key from its URL's fragment
 (``/dashboard#key=…``), which browsers never send to the server.
 """
@@ -13,7 +14,7 @@ from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Security
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from streamrec import experiments
 from streamrec.evaluation.online import online_metrics
@@ -26,6 +27,8 @@ from streamrec.serving.schemas import PATH_ID
 RATE_WINDOW = 3600.0  # the events-per-minute chart covers the last hour of event time
 ONLINE_WINDOW = 86_400.0  # online metrics per version over the last day
 RECENT_EVENTS = 20
+NEWEST_PLOTS = 8
+PLOT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.png$"
 
 
 async def require_dashboard(request: Request, key: Annotated[str | None, Security(api_key_header)]) -> None:
@@ -126,3 +129,33 @@ def dashboard_user(
         "recent_items": [{"item_id": item, "title": runtime.title(item)} for item in reversed(recent)],
         "recommendations": runtime.recommend(user_id, 10),
     }
+
+
+def _plots(request: Request) -> dict[str, Any]:
+    """The newest ``*.png`` of ``server.plots_dir`` by name (newest first)."""
+    folder = request.app.state.settings.server.plots_dir
+    found = list(folder.glob("*.png")) if folder.is_dir() else []
+    found.sort(key=lambda path: path.stat().st_mtime, reverse=True)
+    return {path.name: path for path in found[:NEWEST_PLOTS]}
+
+
+@data.get("/plots")
+def dashboard_plots(request: Request) -> dict[str, Any]:
+    """The newest benchmark plots (``streamrec bench … --out results/….json`` writes one beside its JSON)."""
+    return {
+        "folder": str(request.app.state.settings.server.plots_dir),
+        "plots": [{"name": name, "modified": path.stat().st_mtime} for name, path in _plots(request).items()],
+    }
+
+
+BINARY = {"schema": {"type": "string", "format": "binary"}}
+PNG = {200: {"description": "a plot", "content": {"image/png": BINARY}}}
+
+
+@data.get("/plots/{name}", response_class=FileResponse, responses={**PNG, **responses(404)})
+def dashboard_plot(request: Request, name: Annotated[str, Path(pattern=PLOT_NAME)]) -> FileResponse:
+    """One of the listed plots (only those: no other file can be named)."""
+    path = _plots(request).get(name)
+    if path is None:
+        raise HTTPException(404, f"no plot {name!r} among the newest in the plots folder")
+    return FileResponse(path, media_type="image/png")
