@@ -94,3 +94,26 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             main([*command, "--help"])
         assert raised.value.code == 0
         assert "usage: streamrec" in capsys.readouterr().out
+
+
+def test_train_weighs_event_types_from_the_home_and_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamrec.home import Home
+    from streamrec.models.sasrec import SASRec
+
+    sim, home = tmp_path / "sim", tmp_path / "recs"
+    run(capsys, "simulate", "--out", str(sim), "--users", "40", "--items", "60", "--events", "1200")
+    run(capsys, "ingest", str(sim), "--home", str(home), "--quiet")
+    (home / "streamrec.toml").write_text("[model]\ntype_weights = { add_to_cart = 2.0, purchase = 1.5 }\n")
+    small = ("--epochs", "1", "--hidden", "16", "--layers", "1", "--item-tower", "id", "--quiet", "--json")
+    code, out, err = run(capsys, "train", "--home", str(home), "--type-weight", "purchase=3", *small)
+    assert code == 0, err
+    version = json.loads(out)["version"]
+    config = SASRec.load(Home.open(home).registry.path(version)).config
+    assert config.type_weights == {"add_to_cart": 2.0, "purchase": 3.0}  # the command line wins
+    code, _, err = run(capsys, "train", "--home", str(home), "--type-weight", "buy=3", *small)
+    assert code == 2 and "--type-weight: unknown event type 'buy'" in err
+    (home / "streamrec.toml").write_text("[model]\ntype_weights = { purchase = -1 }\n")
+    code, _, err = run(capsys, "stats", "--home", str(home))
+    assert code == 2 and "model.type_weights.purchase: Input should be greater than or equal to 0" in err

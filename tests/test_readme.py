@@ -77,6 +77,9 @@ APPENDED: dict[tuple[str, ...], list[str]] = {
         "--stream-users",
         "60",
     ],
+    ("bench", "multitask"): [
+        *("--users", "150", "--items", "50", "--events-per-user", "15", "--epochs", "1", "--weights", "1,4")
+    ],
     ("bench", "catalogue"): [
         *("--users", "100", "--events", "2000", "--epochs", "1", "--negatives", "50", "--requests", "20")
     ],
@@ -450,3 +453,16 @@ def test_make_demo_runs_the_main_job(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "promoted, now live" in done.stdout or "rejected" in done.stdout  # the update ran and was judged
     assert '"model_version"' in done.stdout  # the served recommendation answered
+
+
+def test_readme_settings_example_is_valid() -> None:
+    """The README's ``streamrec.toml`` example loads as a home's settings."""
+    import tomllib
+
+    from streamrec.config import settings_from
+
+    blocks = re.findall(r"^```toml\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+    assert blocks, "the README shows no streamrec.toml"
+    for block in blocks:
+        settings = settings_from(tomllib.loads(block), "README.md")
+        assert settings.model.type_weights == {"purchase": 3.0}

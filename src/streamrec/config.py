@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamrec.events import DEFAULT_EVENT_TYPES, EventSchema
@@ -132,6 +132,23 @@ class OnlineSettings(BaseModel):
     window_seconds: float = Field(3600.0, gt=0)
 
 
+class ModelSettings(BaseModel):
+    """What the model learns most from (multi-task). ``streamrec train`` reads these; the version it
+    makes keeps them, and its updates and drift refits learn with the same weights.
+
+    ``type_weights``: how much the next-item loss of an event of each type counts (types not
+    listed: 1.0), e.g. ``{purchase = 3.0, view = 0.5}`` to favour what people buy. The two
+    λ weigh auxiliary heads trained beside the next-item loss: predicting the next event's
+    type, and its value (a rating, a price).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type_weights: dict[str, Annotated[float, Field(ge=0)]] = {}
+    aux_event_type_weight: float = Field(0.0, ge=0)
+    aux_value_weight: float = Field(0.0, ge=0)
+
+
 class Settings(BaseSettings):
     """Deployment settings of one home."""
 
@@ -147,6 +164,7 @@ class Settings(BaseSettings):
     # SQLite durability: FULL syncs every committed batch to disk before acknowledging it.
     synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
     ingest_batch_size: int = Field(20_000, ge=1)  # events per committed batch when ingesting files
+    model: ModelSettings = ModelSettings()
     update: UpdateSettings = UpdateSettings()
     server: ServerSettings = ServerSettings()
     online: OnlineSettings = OnlineSettings()
@@ -165,6 +183,16 @@ class Settings(BaseSettings):
         """Environment variables win over what the file gives (passed in as init values)."""
         return env_settings, init_settings
 
+    @model_validator(mode="after")
+    def _weights_name_known_types(self) -> Settings:
+        unknown = sorted(set(self.model.type_weights) - set(self.event_types))
+        if unknown:
+            raise ValueError(
+                f"model.type_weights: unknown event type {', '.join(map(repr, unknown))}"
+                f" (known: {', '.join(self.event_types)}; add others to extra_event_types)"
+            )
+        return self
+
     @property
     def event_types(self) -> tuple[str, ...]:
         return DEFAULT_EVENT_TYPES + tuple(t for t in self.extra_event_types if t not in DEFAULT_EVENT_TYPES)
@@ -175,7 +203,13 @@ class Settings(BaseSettings):
 
 def problems(error: ValidationError) -> str:
     """Each invalid field and what is wrong with it, on one line."""
-    return "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors())
+
+    def one(problem: Any) -> str:
+        where = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")  # a validator's own message
+        return f"{where}: {message}" if where else message
+
+    return "; ".join(one(problem) for problem in error.errors())
 
 
 def settings_from(values: dict[str, Any], source: str = "settings") -> Settings:

@@ -19,7 +19,6 @@ Every step is the product's own command or class, so the figures are what a user
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import numpy as np
 import psutil
 import torch
 
-from streamrec.bench.report import plt, write_result
+from streamrec.bench.report import machine, plt, write_result
 from streamrec.serving.retrieval import ExactRetriever
 from streamrec.serving.runtime import Runtime
 
@@ -186,7 +185,7 @@ def run_catalogue_benchmark(
         "train_settings": {"item_tower": "id", "loss": "sampled", "negatives": negatives, "epochs": epochs},
         **steps,
         "serve": serve,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "torch": torch.__version__},
+        "machine": machine(),
     }
     write_result(out, result)
     _plot(out.with_suffix(".png"), result)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import platform
 import resource
 import tempfile
 import time
@@ -19,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from streamrec.bench.report import save_bar_plot, write_result
+from streamrec.bench.report import machine, save_bar_plot, write_result
 from streamrec.data import BENCHMARK_DATASETS, open_dataset, open_named_dataset
 from streamrec.events import EventSchema
 from streamrec.ingest import ingest_dataset
@@ -140,7 +139,7 @@ def run_offline_benchmark(
         "command": command,
         "sasrec_config": config.to_dict(),
         "text_model": text_model,
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": machine(),
         "models": results,
     }
     write_result(out, result)

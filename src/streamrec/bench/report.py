@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+
+def machine() -> dict[str, object]:
+    """What a result was measured on."""
+    import torch
+
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "torch": torch.__version__}
 
 
 def write_result(path: Path, result: dict) -> None:

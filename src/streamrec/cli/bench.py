@@ -121,6 +121,32 @@ def catalogue(args: argparse.Namespace) -> None:
     print_json({key: result[key] for key in ("ingest", "train", "serve")})
 
 
+def multitask(args: argparse.Namespace) -> None:
+    from streamrec.bench.multitask import run_multitask_benchmark
+
+    try:
+        weights = tuple(float(w) for w in args.weights.split(",") if w.strip())
+    except ValueError:
+        raise ValueError(f"--weights: expected numbers separated by commas, not {args.weights!r}") from None
+    result = run_multitask_benchmark(
+        out=args.out,
+        boosted=args.boost,
+        weights=weights,
+        users=args.users,
+        items=args.items,
+        events_per_user=args.events_per_user,
+        epochs=args.epochs,
+        seed=args.seed,
+        progress=not args.quiet,
+        command=the_command(),
+    )
+    hit_rates = {
+        f"{args.boost} x {run['weight']:g}": {name: f["hr@10"] for name, f in run["by_target_type"].items()}
+        for run in result["runs"]
+    }
+    print_json(hit_rates)
+
+
 def ab(args: argparse.Namespace) -> None:
     import tempfile
 
@@ -269,6 +295,19 @@ def add_commands(command) -> None:
     large.add_argument("--work-dir", type=Path, help="where the scratch home goes (default: the temp folder)")
     large.add_argument("--quiet", action="store_true")
     large.add_argument("--out", type=Path, default=Path("results/catalogue-1m.json"))
+
+    weighted = benchmark(
+        "multitask", multitask, "What weighting one event type's loss does to each type's HR@10 (synthetic)."
+    )
+    weighted.add_argument("--boost", default="purchase", help="the event type whose loss weight varies")
+    weighted.add_argument("--weights", default="1,3,10", help="its weights, one model each")
+    weighted.add_argument("--users", type=int, default=6000, help="users of the synthetic stream")
+    weighted.add_argument("--items", type=int, default=400)
+    weighted.add_argument("--events-per-user", type=int, default=40)
+    weighted.add_argument("--epochs", type=int, default=20, help="at most this many epochs per model")
+    weighted.add_argument("--seed", type=int, default=7)
+    weighted.add_argument("--quiet", action="store_true")
+    weighted.add_argument("--out", type=Path, default=Path("results/multitask-synthetic.json"))
 
     online = benchmark("ab", ab, "A/A and A/B tests with simulated users, through the server's HTTP API.")
     online.add_argument("--runs", type=int, default=40, help="A/A experiments")

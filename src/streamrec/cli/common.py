@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
-from streamrec.config import STRATEGIES, LRSchedule, UpdateSettings, update_settings_with
+from streamrec.config import STRATEGIES, LRSchedule, ModelSettings, UpdateSettings, update_settings_with
 from streamrec.home import Home
 from streamrec.models.sasrec import SASRecConfig
 
@@ -108,9 +108,36 @@ def model_options(sub: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--negatives", type=int, default=defaults.negatives, help="--loss sampled: negatives per batch"
     )
+    group.add_argument(
+        "--type-weight",
+        action="append",
+        type=_type_weight,
+        metavar="TYPE=WEIGHT",
+        help="how much an event type's next-item loss counts, e.g. purchase=3 (repeat for more types;"
+        " default: the home's [model] type_weights, else 1 each)",
+    )
+    group.add_argument(
+        "--aux-event-type-weight", type=float, help="λ of the head predicting the next event's type"
+    )
+    group.add_argument("--aux-value-weight", type=float, help="λ of the head predicting an event's value")
 
 
-def model_config(args: argparse.Namespace) -> SASRecConfig:
+def _type_weight(text: str) -> tuple[str, float]:
+    name, _, weight = text.partition("=")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = -1.0
+    if not name or value < 0:
+        raise argparse.ArgumentTypeError(f"expected TYPE=WEIGHT (weight >= 0), e.g. purchase=3, not {text!r}")
+    return name, value
+
+
+def model_config(args: argparse.Namespace, settings: ModelSettings | None = None) -> SASRecConfig:
+    """The model's settings: the command line over ``settings`` (a home's ``[model]``) over the defaults."""
+    settings = settings or ModelSettings()
+    type_weights = {**settings.type_weights, **dict(args.type_weight or ())}
+    aux_type, aux_value = args.aux_event_type_weight, args.aux_value_weight
     return SASRecConfig(
         item_tower=args.item_tower,
         hidden=args.hidden,
@@ -130,6 +157,9 @@ def model_config(args: argparse.Namespace) -> SASRecConfig:
         processes=args.nproc,
         loss=args.loss,
         negatives=args.negatives,
+        type_weights=type_weights,
+        aux_event_type_weight=settings.aux_event_type_weight if aux_type is None else aux_type,
+        aux_value_weight=settings.aux_value_weight if aux_value is None else aux_value,
     )
 
 

@@ -20,7 +20,12 @@ def train(args: argparse.Namespace) -> None:
     from streamrec.training.continual import train_and_register
 
     home = existing_home(args.home)
-    info = train_and_register(home, model_config(args), text_model=args.text_model, progress=not args.quiet)
+    config = model_config(args, home.settings.model)
+    unknown = sorted(set(config.type_weights) - set(home.settings.event_types))
+    if unknown:
+        raise ValueError(f"--type-weight: unknown event type {', '.join(map(repr, unknown))}"
+                         f" (known: {', '.join(home.settings.event_types)})")  # fmt: skip
+    info = train_and_register(home, config, text_model=args.text_model, progress=not args.quiet)
     if args.json:
         print_json(info.to_dict())
         return
