@@ -43,13 +43,21 @@ def recommend(args: argparse.Namespace) -> None:
     from streamrec.serving.runtime import Runtime
 
     with Runtime.open(args.home) as engine:
-        result = engine.recommend(args.user_id, k=args.k, exclude_seen=not args.include_seen)
+        result = engine.recommend(
+            args.user_id,
+            k=args.k,
+            exclude_seen=not args.include_seen,
+            diversity=args.diversity,
+            explain=args.explain,
+        )
     if args.json:
         print_json(result)
         return
     print(f"user {args.user_id} — from {result['source']}, model version {result['model_version']}:")
     for rank, entry in enumerate(result["items"], start=1):
         print(f"{rank:>3}. {entry['item_id']:<12} {entry['score']:>8.3f}  {entry['title']}")
+        for reason in entry.get("because") or ():
+            print(f"{'':>17}because of {reason['item_id']} ({reason['similarity']:.2f}) {reason['title']}")
 
 
 def outcome_line(outcome) -> str:
@@ -127,6 +135,16 @@ def models(args: argparse.Namespace) -> None:
         print(f"removed {', '.join(removed) or 'nothing'}")
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text!r}")
+    return value
+
+
 def add_commands(command) -> None:
     fit = command("train", train, "Fit the model from scratch on the whole log; the new version goes live.")
     home_option(fit)
@@ -141,6 +159,10 @@ def add_commands(command) -> None:
     home_option(rec)
     rec.add_argument("-k", type=int, default=10)
     rec.add_argument("--include-seen", action="store_true", help="also recommend items the user already has")
+    rec.add_argument(
+        "--diversity", type=_share, default=0.0, help="0 (the model's ranking) to 1 (most varied)"
+    )
+    rec.add_argument("--explain", action="store_true", help="name the history items behind each item")
     rec.add_argument("--json", action="store_true")
 
     upd = command("update", update, "Learn the events since the live version; promote if not worse.")

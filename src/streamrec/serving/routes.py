@@ -12,6 +12,7 @@ HTTP errors are raised here and only here (rendered by
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
@@ -34,6 +35,7 @@ from streamrec.serving.metrics import ServingMetrics
 from streamrec.serving.problems import InvalidInput, field_problems, responses
 from streamrec.serving.runtime import RecommendRequest, Runtime
 from streamrec.serving.schemas import (
+    DIVERSITY,
     MAX_K,
     PATH_ID,
     EventIn,
@@ -77,6 +79,7 @@ async def get_impressions(request: Request) -> ImpressionRecorder:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 ImpressionsDep = Annotated[ImpressionRecorder, Depends(get_impressions)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
+Diversity = Annotated[float, Query(ge=0, le=1, description=DIVERSITY)]
 ItemId = Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID, description="an item id")]
 ANY_REQUEST = (401, 403, 422, 429)  # keys, validation and the rate limit apply to every operation
 
@@ -107,18 +110,20 @@ async def recommend_user(
     category: Annotated[
         str | None, Query(max_length=MAX_ID, description="only items of this catalogue category")
     ] = None,
+    diversity: Diversity = 0.0,
+    explain: Annotated[bool, Query(description="name the history items behind each item")] = False,
 ) -> dict[str, Any]:
     """Top-k for a user from their latest events; users without history get trending items."""
     # Scored on the batcher's thread, with the other requests waiting then (serving/batching.py).
+    asked = RecommendRequest(user_id, k, exclude_seen, category or None, None, diversity, explain)
     experiment = runtime.experiment
     if experiment is not None and experiment.interleaved:  # both versions answer; one merged list
-        versions = (experiment.a, experiment.b)
-        asked = [RecommendRequest(user_id, k, exclude_seen, category or None, v) for v in versions]
-        a, b = await asyncio.gather(*(batcher.submit(request) for request in asked))
+        both = [dataclasses.replace(asked, version=v) for v in (experiment.a, experiment.b)]
+        a, b = await asyncio.gather(*(batcher.submit(request) for request in both))
         answer, teams = interleave_answers(a, b, k)
         return impressions.shown(answer, "recommend", arm=experiment.label(INTERLEAVED), teams=teams)
     arm = runtime.arm_of(user_id)  # (label, version) of the user's arm while an experiment runs
-    request = RecommendRequest(user_id, k, exclude_seen, category or None, arm[1] if arm else None)
+    request = dataclasses.replace(asked, version=arm[1]) if arm else asked
     answer = await batcher.submit(request)
     return impressions.shown(answer, "recommend", arm=arm[0] if arm else None)
 
@@ -129,7 +134,12 @@ def recommend_session(
 ) -> dict[str, Any]:
     """Top-k for an anonymous session's items; with no known item, trending items."""
     answer = runtime.recommend_session(
-        session.items, session.k, exclude_seen=session.exclude_seen, category=session.category or None
+        session.items,
+        session.k,
+        exclude_seen=session.exclude_seen,
+        category=session.category or None,
+        diversity=session.diversity,
+        explain=session.explain,
     )
     return impressions.shown(answer, "session")
 
@@ -157,9 +167,10 @@ def search(
         str | None, Query(max_length=MAX_ID, description="re-rank for this user's history")
     ] = None,
     k: K = 10,
+    diversity: Diversity = 0.0,
 ) -> dict[str, Any]:
     """Semantic search over the catalogue, personalised when ``user_id`` has history."""
-    return impressions.shown(runtime.search(q, k, user_id=user_id or None), "search")
+    return impressions.shown(runtime.search(q, k, user_id=user_id or None, diversity=diversity), "search")
 
 
 @ops.get("/health", response_model=Health)

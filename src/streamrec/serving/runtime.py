@@ -42,6 +42,7 @@ from streamrec.models.base import top_k
 from streamrec.models.sasrec import SASRec
 from streamrec.registry import Registry, VersionInfo
 from streamrec.serving.cache import ResultCache
+from streamrec.serving.rerank import because, candidates_for, mmr
 from streamrec.serving.retrieval import Retriever, make_retriever
 from streamrec.store import Store
 from streamrec.text import DEFAULT_TEXT_MODEL, TextEncoder
@@ -82,6 +83,8 @@ class RecommendRequest:
     exclude_seen: bool = True
     category: str | None = None
     version: str | None = None  # None: the live version; else the version of the user's experiment arm
+    diversity: float = 0.0  # MMR's λ (serving/rerank.py): 0 keeps the model's ranking
+    explain: bool = False  # name the history items behind each recommended item
 
 
 @dataclass
@@ -475,10 +478,18 @@ class Runtime:
         return self.trending(k, set(recent) if exclude_seen else set(), category), "trending"
 
     def recommend(
-        self, user_id: str, k: int = 10, *, exclude_seen: bool = True, category: str | None = None
+        self,
+        user_id: str,
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        category: str | None = None,
+        diversity: float = 0.0,
+        explain: bool = False,
     ) -> dict[str, Any]:
         """The user's top-k (see :meth:`recommend_many`)."""
-        return self.recommend_many([RecommendRequest(user_id, k, exclude_seen, category)])[0]
+        request = RecommendRequest(user_id, k, exclude_seen, category, diversity=diversity, explain=explain)
+        return self.recommend_many([request])[0]
 
     def recommend_many(self, requests: Sequence[RecommendRequest]) -> list[dict[str, Any]]:
         """Each request's top-k from the version it names (the live one by default)."""
@@ -526,6 +537,8 @@ class Runtime:
                 request.k,
                 exclude_seen=request.exclude_seen,
                 category=request.category,
+                diversity=request.diversity,
+                explain=request.explain,
             )
             if answer["source"] == "model":
                 loaded.answers.put(key, answer)
@@ -534,11 +547,14 @@ class Runtime:
             together = self._search(
                 loaded,
                 [history for _, _, history in batched],
-                [request.k for request in chosen],
+                [candidates_for(request.k, request.diversity) for request in chosen],
                 [request.exclude_seen for request in chosen],
             )
-            for (n, key, _), ranked in zip(batched, together, strict=True):
-                answers[n] = answer = self._answer_json(loaded, requests[n].user_id, ranked, "model")
+            for (n, key, history), ranked in zip(batched, together, strict=True):
+                request = requests[n]
+                ranked = self._diversified(loaded, ranked, request.k, request.diversity)
+                explained = history if request.explain else None
+                answers[n] = answer = self._answer_json(loaded, request.user_id, ranked, "model", explained)
                 loaded.answers.put(key, answer)
         done = [answer for answer in answers if answer is not None]
         assert len(done) == len(requests)
@@ -563,12 +579,28 @@ class Runtime:
         return ranked
 
     def recommend_session(
-        self, items: Sequence[str], k: int = 10, *, exclude_seen: bool = True, category: str | None = None
+        self,
+        items: Sequence[str],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        category: str | None = None,
+        diversity: float = 0.0,
+        explain: bool = False,
     ) -> dict[str, Any]:
         """Recommendations for an anonymous session's items (oldest first); unknown ids are ignored."""
         loaded = self.loaded
         recent = list(items)[-loaded.model.config.max_len :]
-        return self._recommendations(loaded, None, recent, k, exclude_seen=exclude_seen, category=category)
+        return self._recommendations(
+            loaded,
+            None,
+            recent,
+            k,
+            exclude_seen=exclude_seen,
+            category=category,
+            diversity=diversity,
+            explain=explain,
+        )
 
     def _recommendations(
         self,
@@ -579,19 +611,53 @@ class Runtime:
         *,
         exclude_seen: bool,
         category: str | None,
+        diversity: float = 0.0,
+        explain: bool = False,
     ) -> dict[str, Any]:
-        ranked, source = self._answer(loaded, recent, k, exclude_seen=exclude_seen, category=category)
-        return self._answer_json(loaded, user_id, ranked, source)
+        wanted = candidates_for(k, diversity)
+        ranked, source = self._answer(loaded, recent, wanted, exclude_seen=exclude_seen, category=category)
+        ranked = self._diversified(loaded, ranked, k, diversity)
+        history = np.array([loaded.index[i] for i in recent if i in loaded.index], dtype=np.int64)
+        return self._answer_json(loaded, user_id, ranked, source, history if explain else None)
+
+    @staticmethod
+    def _vectors(loaded: LoadedVersion, items: Sequence[str]) -> np.ndarray:
+        """The model's item vectors of ``items`` (zeros for items it has no row for)."""
+        assert loaded.table is not None
+        rows = np.array([loaded.index.get(item, -1) + 1 for item in items], dtype=np.int64)
+        return loaded.table[torch.from_numpy(rows)].float().cpu().numpy()
+
+    def _diversified(
+        self, loaded: LoadedVersion, ranked: list[tuple[str, float]], k: int, diversity: float
+    ) -> list[tuple[str, float]]:
+        """The top ``k`` of ``ranked`` picked by maximal marginal relevance at ``diversity``."""
+        if diversity <= 0 or len(ranked) <= 1:
+            return ranked[:k]
+        scores = np.array([score for _, score in ranked], dtype=np.float32)
+        picked = mmr(scores, self._vectors(loaded, [item for item, _ in ranked]), k, diversity)
+        return [ranked[j] for j in picked]
 
     def _answer_json(
-        self, loaded: LoadedVersion, user_id: str | None, ranked: list[tuple[str, float]], source: str
+        self,
+        loaded: LoadedVersion,
+        user_id: str | None,
+        ranked: list[tuple[str, float]],
+        source: str,
+        explained_by: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        return {
-            "user_id": user_id,
-            "model_version": loaded.version,
-            "source": source,
-            "items": [self._describe(item, score) for item, score in ranked],
-        }
+        """The answer; with ``explained_by`` (history codes), each item names the history items behind it."""
+        entries = [self._describe(item, score) for item, score in ranked]
+        if explained_by is not None:
+            newest_first = dict.fromkeys(explained_by[::-1].tolist())
+            history = [loaded.items[code] for code in newest_first]
+            shown = self._vectors(loaded, [item for item, _ in ranked])
+            reasons = because(shown, self._vectors(loaded, history))
+            for entry, found in zip(entries, reasons, strict=True):
+                entry["because"] = [
+                    {"item_id": history[j], "title": self.title(history[j]), "similarity": round(s, 4)}
+                    for j, s in found
+                ]
+        return {"user_id": user_id, "model_version": loaded.version, "source": source, "items": entries}
 
     def similar(self, item_id: str, k: int = 10) -> dict[str, Any]:
         """Nearest items by cosine of the model's item embeddings; by text for items the model lacks.
@@ -629,12 +695,14 @@ class Runtime:
         user_id: str | None = None,
         candidates: int = SEARCH_CANDIDATES,
         personal_weight: float = PERSONAL_WEIGHT,
+        diversity: float = 0.0,
     ) -> dict[str, Any]:
         """Semantic search over the catalogue, re-ranked for ``user_id`` when they have history.
 
         Retrieval takes the ``candidates`` items whose text embedding is closest (cosine) to the
         query's. With a known user the final score is ``cosine + personal_weight * (r - 0.5)``,
         ``r`` the item's rank-normalised model score among the candidates (see PERSONAL_WEIGHT).
+        ``diversity`` picks the top ``k`` by maximal marginal relevance over the items' text vectors.
         """
         loaded = self.loaded
         search = loaded.search
@@ -655,7 +723,7 @@ class Runtime:
                 )
                 final = final + personal_weight * (_rank_normalised(personal) - 0.5)
                 source = "personalised"
-        order = np.argsort(-final, kind="stable")[:k]
+        order = mmr(final, search.matrix[codes], k, diversity)
         return {
             **result,
             "source": source,

@@ -61,12 +61,24 @@ class EventIn(BaseModel):
 
 
 MAX_K = 1000
+DIVERSITY = "0: the model's ranking; up to 1: more varied items (maximal marginal relevance)"
+
+
+class Reason(BaseModel):
+    """A history item behind a recommendation, and how close the two are (cosine of item vectors)."""
+
+    item_id: str
+    title: str
+    similarity: float
 
 
 class ScoredItem(BaseModel):
+    """``because``: with ``explain=true``, the user's history items closest to this one."""
+
     item_id: str
     score: float
     title: str
+    because: list[Reason] | None = None
 
 
 class Recommendations(BaseModel):
@@ -109,6 +121,8 @@ class SessionRequest(BaseModel):
     k: JsonInt = Field(10, ge=1, le=MAX_K)
     exclude_seen: Annotated[bool, Field(strict=True)] = True
     category: str | None = Field(None, max_length=MAX_ID_LENGTH)
+    diversity: float = Field(0.0, ge=0, le=1, description=DIVERSITY)
+    explain: Annotated[bool, Field(strict=True)] = False
 
 
 class ItemBody(BaseModel):
