@@ -80,6 +80,9 @@ APPENDED: dict[tuple[str, ...], list[str]] = {
     ("bench", "multitask"): [
         *("--users", "150", "--items", "50", "--events-per-user", "15", "--epochs", "1", "--weights", "1,4")
     ],
+    ("bench", "diversity"): [
+        *("--users", "100", "--items", "50", "--events-per-user", "15", "--epochs", "1", "--values", "0,0.5")
+    ],
     ("bench", "catalogue"): [
         *("--users", "100", "--events", "2000", "--epochs", "1", "--negatives", "50", "--requests", "20")
     ],

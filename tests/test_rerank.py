@@ -66,7 +66,7 @@ def test_recommend_explains_and_diversifies_over_http(home: Path) -> None:
         loaded = runtime.loaded
 
         def diversity_of(answer: dict) -> float:
-            return intra_list_diversity(runtime._vectors(loaded, [e["item_id"] for e in answer["items"]]))
+            return intra_list_diversity(runtime.item_vectors(loaded, [e["item_id"] for e in answer["items"]]))
 
         plain, varied = [], []
         for user in users:

@@ -147,6 +147,27 @@ def multitask(args: argparse.Namespace) -> None:
     print_json(hit_rates)
 
 
+def diversity(args: argparse.Namespace) -> None:
+    from streamrec.bench.diversity import run_diversity_benchmark
+
+    try:
+        values = tuple(float(v) for v in args.values.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--values: expected numbers separated by commas, not {args.values!r}") from None
+    result = run_diversity_benchmark(
+        out=args.out,
+        values=values,
+        users=args.users,
+        items=args.items,
+        events_per_user=args.events_per_user,
+        epochs=args.epochs,
+        seed=args.seed,
+        progress=not args.quiet,
+        command=the_command(),
+    )
+    print_json(result["runs"])
+
+
 def ab(args: argparse.Namespace) -> None:
     import tempfile
 
@@ -308,6 +329,16 @@ def add_commands(command) -> None:
     weighted.add_argument("--seed", type=int, default=7)
     weighted.add_argument("--quiet", action="store_true")
     weighted.add_argument("--out", type=Path, default=Path("results/multitask-synthetic.json"))
+
+    varied = benchmark("diversity", diversity, "NDCG@10 against intra-list diversity per λ (synthetic).")
+    varied.add_argument("--values", default="0,0.1,0.3,0.5,0.7", help="diversity values (MMR's λ)")
+    varied.add_argument("--users", type=int, default=2000, help="users of the synthetic stream")
+    varied.add_argument("--items", type=int, default=400)
+    varied.add_argument("--events-per-user", type=int, default=30)
+    varied.add_argument("--epochs", type=int, default=20, help="at most this many epochs")
+    varied.add_argument("--seed", type=int, default=7)
+    varied.add_argument("--quiet", action="store_true")
+    varied.add_argument("--out", type=Path, default=Path("results/diversity-synthetic.json"))
 
     online = benchmark("ab", ab, "A/A and A/B tests with simulated users, through the server's HTTP API.")
     online.add_argument("--runs", type=int, default=40, help="A/A experiments")

@@ -621,7 +621,7 @@ class Runtime:
         return self._answer_json(loaded, user_id, ranked, source, history if explain else None)
 
     @staticmethod
-    def _vectors(loaded: LoadedVersion, items: Sequence[str]) -> np.ndarray:
+    def item_vectors(loaded: LoadedVersion, items: Sequence[str]) -> np.ndarray:
         """The model's item vectors of ``items`` (zeros for items it has no row for)."""
         assert loaded.table is not None
         rows = np.array([loaded.index.get(item, -1) + 1 for item in items], dtype=np.int64)
@@ -634,7 +634,7 @@ class Runtime:
         if diversity <= 0 or len(ranked) <= 1:
             return ranked[:k]
         scores = np.array([score for _, score in ranked], dtype=np.float32)
-        picked = mmr(scores, self._vectors(loaded, [item for item, _ in ranked]), k, diversity)
+        picked = mmr(scores, self.item_vectors(loaded, [item for item, _ in ranked]), k, diversity)
         return [ranked[j] for j in picked]
 
     def _answer_json(
@@ -650,8 +650,8 @@ class Runtime:
         if explained_by is not None:
             newest_first = dict.fromkeys(explained_by[::-1].tolist())
             history = [loaded.items[code] for code in newest_first]
-            shown = self._vectors(loaded, [item for item, _ in ranked])
-            reasons = because(shown, self._vectors(loaded, history))
+            shown = self.item_vectors(loaded, [item for item, _ in ranked])
+            reasons = because(shown, self.item_vectors(loaded, history))
             for entry, found in zip(entries, reasons, strict=True):
                 entry["because"] = [
                     {"item_id": history[j], "title": self.title(history[j]), "similarity": round(s, 4)}
