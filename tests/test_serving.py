@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +95,24 @@ def test_recommend_filters_by_category(client: TestClient, stream: SyntheticStre
     assert ids(response) and all(category[item] == "book" for item in ids(response))
     trending = client.get("/recommend/nobody-ever", params={"k": 4, "category": "book"})
     assert ids(trending) and all(category[item] == "book" for item in ids(trending))
+
+
+def test_a_profile_counts_what_the_user_did_and_where_the_model_puts_them(
+    client: TestClient, stream: SyntheticStream
+) -> None:
+    category = {record["item_id"]: record["category"] for record in stream.items}
+    mine = [e for e in stream.events() if e["user_id"] == "u3"][-200:]
+    body = client.get("/users/u3/profile").json()
+    assert body["events_read"] == len(mine) and body["taste"]["model_version"] == "v0001"
+    assert body["event_types"] == dict(Counter(e["event_type"] for e in mine).most_common())
+    top, share = body["categories"][0]["category"], body["categories"][0]["share"]
+    counts = Counter(category[e["item_id"]] for e in mine)
+    assert share == pytest.approx(counts[top] / len(mine), abs=1e-4) and counts[top] == max(counts.values())
+    assert [r["item_id"] for r in body["recent_items"]] == [e["item_id"] for e in mine[::-1][:10]]
+    shares = body["taste"]["categories"]
+    assert shares and sum(s["share"] for s in shares) <= 1.0 + 1e-6 and body["taste"]["state_norm"] > 0
+    missing = client.get("/users/nobody-ever/profile")
+    assert missing.status_code == 404 and "nobody-ever" in missing.json()["detail"]
 
 
 def test_recommending_together_answers_as_one_at_a_time(built_home: Path, stream: SyntheticStream) -> None:

@@ -124,6 +124,11 @@ class StoreContract:
         assert store.log.recent_items("u1", 10) == ["early", "tie1", "tie2", "tie3", "late"]
         assert store.log.recent_items("u1", 2) == ["tie3", "late"]
         assert store.log.recent_items("nobody", 5) == []
+        everything = store.log.user_events("u1")
+        assert [e.event.item_id for e in everything] == store.log.recent_items("u1", 10)
+        assert everything[0].event == ev("u1", "early", 1) and everything[0].offset == 2
+        assert [e.event.item_id for e in store.log.user_events("u1", 2)] == ["tie3", "late"]
+        assert store.log.user_events("nobody") == []
         # "tie3" was appended last: the newest offset, though "late" has the newest timestamp
         assert store.log.newest_offset("u1") == store.log.last_offset()
         assert store.log.newest_offset("nobody") == 0

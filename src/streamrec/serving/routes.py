@@ -33,6 +33,7 @@ from streamrec.serving.batching import Batcher
 from streamrec.serving.impressions import ImpressionRecorder
 from streamrec.serving.metrics import ServingMetrics
 from streamrec.serving.problems import InvalidInput, field_problems, responses
+from streamrec.serving.profiles import profile
 from streamrec.serving.runtime import RecommendRequest, Runtime
 from streamrec.serving.schemas import (
     DIVERSITY,
@@ -48,6 +49,7 @@ from streamrec.serving.schemas import (
     ItemUpserted,
     Judgement,
     ModelVersions,
+    Profile,
     Promotion,
     Recommendations,
     Reloaded,
@@ -155,6 +157,17 @@ def similar_items(item_id: ItemId, runtime: RuntimeDep, k: K = 10) -> dict[str, 
     try:
         return runtime.similar(item_id, k)
     except KeyError as error:
+        raise HTTPException(404, error.args[0]) from None
+
+
+@public.get("/users/{user_id}/profile", response_model=Profile, responses=responses(404), tags=["users"])
+def user_profile(
+    user_id: Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID)], runtime: RuntimeDep
+) -> dict[str, Any]:
+    """The user's event types, favourite categories, newest items, and the model's view of their taste."""
+    try:
+        return profile(runtime, user_id)
+    except LookupError as error:
         raise HTTPException(404, error.args[0]) from None
 
 

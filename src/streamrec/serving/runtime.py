@@ -420,10 +420,11 @@ class Runtime:
         counts = self.store.log.popular_items(since, limit)
         ranked = [(item, float(n)) for item, n in counts if item not in exclude]
         if category is not None:
-            ranked = [(item, n) for item, n in ranked if self._category(item) == category]
+            ranked = [(item, n) for item, n in ranked if self.category(item) == category]
         return ranked[:k]
 
-    def _category(self, item_id: str) -> str | None:
+    def category(self, item_id: str) -> str | None:
+        """The item's catalogue category (None when it has none or the catalogue lacks it)."""
         search = self.loaded.search
         if search is not None and item_id in search.categories:
             return search.categories[item_id]

@@ -121,8 +121,42 @@ class SessionRequest(BaseModel):
     k: JsonInt = Field(10, ge=1, le=MAX_K)
     exclude_seen: Annotated[bool, Field(strict=True)] = True
     category: str | None = Field(None, max_length=MAX_ID_LENGTH)
-    diversity: float = Field(0.0, ge=0, le=1, description=DIVERSITY)
+    diversity: Annotated[float, Field(strict=True)] = Field(0.0, ge=0, le=1, description=DIVERSITY)
     explain: Annotated[bool, Field(strict=True)] = False
+
+
+class CategoryShare(BaseModel):
+    category: str
+    share: float
+
+
+class ProfileItem(BaseModel):
+    item_id: str
+    title: str
+    category: str | None
+    event_type: str
+    timestamp: float
+
+
+class Taste(BaseModel):
+    """The live model's view of the user: categories among its top 50 for them, and their state's length."""
+
+    model_version: str
+    categories: list[CategoryShare]
+    state_norm: float | None
+
+
+class Profile(BaseModel):
+    """What a user did (their newest ``events_read`` events) and where the model puts them."""
+
+    user_id: str
+    events_read: int
+    first_seen: float
+    last_seen: float
+    event_types: dict[str, int]
+    categories: list[CategoryShare]
+    recent_items: list[ProfileItem]
+    taste: Taste
 
 
 class ItemBody(BaseModel):

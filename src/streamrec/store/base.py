@@ -126,6 +126,10 @@ class EventLog(ABC):
         """The user's last ``n`` item ids, oldest first, ordered by (timestamp, offset)."""
 
     @abstractmethod
+    def user_events(self, user_id: str, limit: int | None = None) -> list[LoggedEvent]:
+        """The user's events (their newest ``limit``, or all), oldest first, by (timestamp, offset)."""
+
+    @abstractmethod
     def newest_offset(self, user_id: str) -> int:
         """The largest offset of the user's events (0 without any): it changes with each new event."""
 

@@ -306,6 +306,14 @@ class PostgresEventLog(EventLog):
         )
         return [row[0] for row in reversed(rows)]
 
+    def user_events(self, user_id: str, limit: int | None = None) -> list[LoggedEvent]:
+        rows = self.db.query(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_id = %s"
+            " ORDER BY ts DESC, log_offset DESC LIMIT %s",
+            (user_id, limit),  # LIMIT NULL: no limit
+        )
+        return [_row_to_logged(row) for row in reversed(rows)]
+
     def newest_offset(self, user_id: str) -> int:
         return self.db.query(
             "SELECT COALESCE(MAX(log_offset), 0) FROM events WHERE user_id = %s", (user_id,)

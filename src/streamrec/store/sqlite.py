@@ -226,6 +226,13 @@ class SQLiteEventLog(EventLog):
         )
         return [row[0] for row in reversed(rows)]
 
+    def user_events(self, user_id: str, limit: int | None = None) -> list[LoggedEvent]:
+        rows = self.db.query(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE user_id = ? ORDER BY ts DESC, offset DESC LIMIT ?",
+            (user_id, -1 if limit is None else limit),  # SQLite: a negative limit is none
+        )
+        return [_row_to_logged(row) for row in reversed(rows)]
+
     def newest_offset(self, user_id: str) -> int:
         # answered from the (user_id, ts) index alone: the offset is its rowid
         query = "SELECT COALESCE(MAX(offset), 0) FROM events WHERE user_id = ?"
