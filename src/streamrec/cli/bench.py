@@ -8,6 +8,14 @@ from pathlib import Path
 from streamrec.cli.common import home_option, model_config, model_options, print_json, the_command
 
 
+def numbers(text: str, option: str, kind: type = float) -> tuple:
+    """``1,3,10`` as numbers; a clear error naming ``option`` otherwise."""
+    try:
+        return tuple(kind(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"{option}: expected numbers separated by commas, not {text!r}") from None
+
+
 def ingest(args: argparse.Namespace) -> None:
     from streamrec.bench.ingest import run_ingest_benchmark
 
@@ -93,7 +101,7 @@ def retrieval(args: argparse.Namespace) -> None:
         out=args.out,
         seed=args.seed,
         model_home=args.home,
-        expansions=tuple(int(e) for e in args.expansions.split(",")),
+        expansions=numbers(args.expansions, "--expansions", int),
         connectivity=args.connectivity,
         eval_users=args.eval_users or None,
         command=the_command(),
@@ -111,7 +119,7 @@ def catalogue(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         negatives=args.negatives,
         requests=args.requests,
-        expansions=tuple(int(e) for e in args.expansions.split(",") if e.strip()),
+        expansions=numbers(args.expansions, "--expansions", int),
         out=args.out,
         seed=args.seed,
         work_dir=args.work_dir,
@@ -124,14 +132,10 @@ def catalogue(args: argparse.Namespace) -> None:
 def multitask(args: argparse.Namespace) -> None:
     from streamrec.bench.multitask import run_multitask_benchmark
 
-    try:
-        weights = tuple(float(w) for w in args.weights.split(",") if w.strip())
-    except ValueError:
-        raise ValueError(f"--weights: expected numbers separated by commas, not {args.weights!r}") from None
     result = run_multitask_benchmark(
         out=args.out,
         boosted=args.boost,
-        weights=weights,
+        weights=numbers(args.weights, "--weights"),
         users=args.users,
         items=args.items,
         events_per_user=args.events_per_user,
@@ -150,13 +154,9 @@ def multitask(args: argparse.Namespace) -> None:
 def diversity(args: argparse.Namespace) -> None:
     from streamrec.bench.diversity import run_diversity_benchmark
 
-    try:
-        values = tuple(float(v) for v in args.values.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"--values: expected numbers separated by commas, not {args.values!r}") from None
     result = run_diversity_benchmark(
         out=args.out,
-        values=values,
+        values=numbers(args.values, "--values"),
         users=args.users,
         items=args.items,
         events_per_user=args.events_per_user,
