@@ -345,7 +345,7 @@ def add_commands(command) -> None:
     online.add_argument("--users", type=int, default=300, help="simulated visits per A/A run")
     online.add_argument("--ab-visits", type=int, default=12000, help="visits in each A/B run (drift, broken)")
     online.add_argument(
-        "--interleave-visits", type=int, default=3000, help="visits in the interleaved drift run"
+        "--interleave-visits", type=int, default=12000, help="visits in the interleaved drift run"
     )
     online.add_argument("--look", type=int, default=50, help="visits between two looks at the p-value")
     online.add_argument("--stream-users", type=int, default=600, help="users of the synthetic stream")
