@@ -116,10 +116,10 @@ def _plot(path: Path, result: dict[str, Any]) -> None:
     runs = result["runs"]
     figure, axes = plt.subplots(figsize=(6, 3.8))
     axes.plot([r["intra_list_diversity"] for r in runs], [r["ndcg@10"] for r in runs], "o-", color="#4C72B0")
-    for run in runs:
+    for n, run in enumerate(runs):  # labels above and below the line in turn, so neighbours do not overlap
         label = f"λ {run['diversity']:g}: {run['distinct_topics@10']:.1f} topics"
-        axes.annotate(label, (run["intra_list_diversity"], run["ndcg@10"]), fontsize=7, xytext=(4, 4),
-                      textcoords="offset points")  # fmt: skip
+        axes.annotate(label, (run["intra_list_diversity"], run["ndcg@10"]), fontsize=7,
+                      xytext=(4, 6 if n % 2 == 0 else -12), textcoords="offset points")  # fmt: skip
     axes.set_xlabel("intra-list diversity (1 - mean cosine of the ten)")
     axes.set_ylabel("NDCG@10 of the held-out item")
     axes.set_title("The diversity knob: accuracy against variety (synthetic stream)", fontsize=10)
