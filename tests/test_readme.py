@@ -273,7 +273,10 @@ def run_streamrec(command: ReadmeCommand, space: Workspace) -> None:
         pytest.fail(f"exit {done.returncode}\n{shown}\n{output}")
 
 
-def start_background(command: ReadmeCommand, space: Workspace, name: str) -> tuple[subprocess.Popen, Path]:
+def start_background(
+    command: ReadmeCommand, space: Workspace, name: str, *, as_shell_job: bool = False
+) -> tuple[subprocess.Popen, Path]:
+    """``as_shell_job``: started as ``cmd &`` in a script starts it, with SIGINT ignored."""
     argv = adapt(command.argv, space)
     log = space.cwd.parent / f"{name}.log"
     with log.open("w") as handle:
@@ -284,6 +287,7 @@ def start_background(command: ReadmeCommand, space: Workspace, name: str) -> tup
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if as_shell_job else None,
         )
     space.background.append(process)
     return process, log
@@ -324,7 +328,7 @@ def run_serve(command: ReadmeCommand, space: Workspace) -> None:
 
 def run_worker(command: ReadmeCommand, space: Workspace) -> None:
     """Start the worker, wait until it holds the store open (it is polling), then Ctrl-C it."""
-    process, log = start_background(command, space, "worker")
+    process, log = start_background(command, space, "worker", as_shell_job=True)
 
     def polling() -> bool:
         fds = Path(f"/proc/{process.pid}/fd")

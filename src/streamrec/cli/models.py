@@ -88,9 +88,14 @@ def update(args: argparse.Namespace) -> None:
 
 def worker(args: argparse.Namespace) -> None:
     import logging
+    import signal
 
     from streamrec.training.worker import run_worker
 
+    # A shell starts background jobs with SIGINT ignored, and Python then keeps it ignored:
+    # the worker must stop on Ctrl-C / kill -INT however it was started, and on SIGTERM too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         outcomes = run_worker(_with_update_overrides(args), once=args.once)
