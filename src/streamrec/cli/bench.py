@@ -201,6 +201,17 @@ def ab(args: argparse.Namespace) -> None:
     )
 
 
+def synthetic_options(sub: argparse.ArgumentParser, *, users: int, events_per_user: int, out: str) -> None:
+    """The synthetic stream's size, the fit's epochs and the output of a bench that trains on it."""
+    sub.add_argument("--users", type=int, default=users, help="users of the synthetic stream")
+    sub.add_argument("--items", type=int, default=400)
+    sub.add_argument("--events-per-user", type=int, default=events_per_user)
+    sub.add_argument("--epochs", type=int, default=20, help="at most this many epochs per model")
+    sub.add_argument("--seed", type=int, default=7)
+    sub.add_argument("--quiet", action="store_true")
+    sub.add_argument("--out", type=Path, default=Path(out))
+
+
 def add_commands(command) -> None:
     from streamrec.bench.stream import DEFAULT_STRATEGIES
     from streamrec.cli.common import update_options
@@ -322,23 +333,11 @@ def add_commands(command) -> None:
     )
     weighted.add_argument("--boost", default="purchase", help="the event type whose loss weight varies")
     weighted.add_argument("--weights", default="1,3,10", help="its weights, one model each")
-    weighted.add_argument("--users", type=int, default=6000, help="users of the synthetic stream")
-    weighted.add_argument("--items", type=int, default=400)
-    weighted.add_argument("--events-per-user", type=int, default=40)
-    weighted.add_argument("--epochs", type=int, default=20, help="at most this many epochs per model")
-    weighted.add_argument("--seed", type=int, default=7)
-    weighted.add_argument("--quiet", action="store_true")
-    weighted.add_argument("--out", type=Path, default=Path("results/multitask-synthetic.json"))
+    synthetic_options(weighted, users=6000, events_per_user=40, out="results/multitask-synthetic.json")
 
     varied = benchmark("diversity", diversity, "NDCG@10 against intra-list diversity per λ (synthetic).")
     varied.add_argument("--values", default="0,0.1,0.3,0.5,0.7", help="diversity values (MMR's λ)")
-    varied.add_argument("--users", type=int, default=2000, help="users of the synthetic stream")
-    varied.add_argument("--items", type=int, default=400)
-    varied.add_argument("--events-per-user", type=int, default=30)
-    varied.add_argument("--epochs", type=int, default=20, help="at most this many epochs")
-    varied.add_argument("--seed", type=int, default=7)
-    varied.add_argument("--quiet", action="store_true")
-    varied.add_argument("--out", type=Path, default=Path("results/diversity-synthetic.json"))
+    synthetic_options(varied, users=2000, events_per_user=30, out="results/diversity-synthetic.json")
 
     online = benchmark("ab", ab, "A/A and A/B tests with simulated users, through the server's HTTP API.")
     online.add_argument("--runs", type=int, default=40, help="A/A experiments")
