@@ -139,10 +139,13 @@ class ModelSettings(BaseModel):
     ``type_weights``: how much the next-item loss of an event of each type counts (types not
     listed: 1.0), e.g. ``{purchase = 3.0, view = 0.5}`` to favour what people buy. The two
     λ weigh auxiliary heads trained beside the next-item loss: predicting the next event's
-    type, and its value (a rating, a price).
+    type, and its value (a rating, a price). ``text_tuning = "lora"``: the language model
+    that reads item texts learns too (LoRA adapters on its attention), in fits and updates.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text_tuning: Literal["frozen", "lora"] = "frozen"
 
     type_weights: dict[str, Annotated[float, Field(ge=0)]] = {}
     aux_event_type_weight: float = Field(0.0, ge=0)

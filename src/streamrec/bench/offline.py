@@ -27,7 +27,14 @@ from streamrec.models.sasrec import SASRecConfig
 from streamrec.store import open_store
 
 METRICS = ("ndcg@10", "hr@10", "ndcg@20", "hr@20", "mrr@10", "coverage@10")
-SASREC_MODELS = {"sasrec-hybrid": "hybrid", "sasrec-id": "id", "sasrec-text": "text"}
+# model name → item tower, "+lora" where the language model learns too (text_tuning="lora")
+SASREC_MODELS = {
+    "sasrec-hybrid": "hybrid",
+    "sasrec-id": "id",
+    "sasrec-text": "text",
+    "sasrec-hybrid-lora": "hybrid+lora",
+    "sasrec-text-lora": "text+lora",
+}
 DEFAULT_MODELS = ("sasrec-hybrid", "sasrec-id", "mostpop", "recentpop", "itemknn")
 PROTOCOL = (
     "leave-one-out by time (last item test, second-to-last validation), full ranking over all items,"
@@ -55,13 +62,14 @@ def _run_model(store_path: str, name: str, config: SASRecConfig, text_model: str
     if name in SASREC_MODELS:
         from streamrec.models.sasrec import SASRec
 
-        config = replace(config, item_tower=SASREC_MODELS[name])
+        tower, _, tuning = SASREC_MODELS[name].partition("+")
+        config = replace(config, item_tower=tower, text_tuning=tuning or config.text_tuning)
         text = None
         if config.item_tower != "id":
             encoder = TextEncoder(text_model, cache=EmbeddingCache(default_text_cache()))
             text = encoder.encode(prepared.texts, progress=progress)
             extra["text_encode_seconds"] = round(time.perf_counter() - started, 2)
-        model = SASRec(config, text).fit(
+        model = SASRec(config, text, prepared.texts).fit(
             split.train, valid=(split.valid_histories, split.valid_targets), progress=progress
         )
         log = model.training_log

@@ -60,15 +60,20 @@ PROTOCOL = (
 
 
 def parse_strategy(spec: str, default_tower: str) -> tuple[str, str]:
-    """``"replay:id"`` → ``("replay", "id")``; without a tower, ``default_tower``."""
+    """``"replay:id"`` → ``("replay", "id")``; without a tower, ``default_tower``.
+
+    A tower may end in ``+lora`` (``"replay:hybrid+lora"``): its language model learns too.
+    """
     name, _, tower = spec.partition(":")
     known = ("static", *STRATEGIES, *BASELINES)
     if name not in known:
         raise ValueError(f"--strategies: unknown strategy {name!r} (known: {', '.join(known)})")
     tower = tower or default_tower
-    if tower not in TOWERS:
+    base, plus, tuning = tower.partition("+")
+    if base not in TOWERS or (plus and (tuning != "lora" or base == "id")):
         raise ValueError(
-            f"--strategies: unknown item tower {tower!r} in {spec!r} (known: {', '.join(TOWERS)})"
+            f"--strategies: unknown item tower {tower!r} in {spec!r} (known: {', '.join(TOWERS)},"
+            " text+lora, hybrid+lora)"
         )
     return name, tower
 
@@ -92,7 +97,7 @@ def run_stream_benchmark(
     config = config or SASRecConfig()
     update = update or UpdateSettings()
     specs = {spec: parse_strategy(spec, config.item_tower) for spec in strategies}
-    split, data_info, text = _load(dataset, data, periods, specs, text_model, progress)
+    split, data_info, text, texts = _load(dataset, data, periods, specs, text_model, progress)
     rng = np.random.default_rng(update.seed)
     forgetting_slice = split.examples(1, forgetting_sample, rng)
 
@@ -102,7 +107,9 @@ def run_stream_benchmark(
             "cold": split.examples(period, eval_limit, rng, cold_only=True),
         }
 
-    learners = {spec: _learner(name, tower, config, update, text) for spec, (name, tower) in specs.items()}
+    learners = {
+        spec: _learner(name, tower, config, update, text, texts) for spec, (name, tower) in specs.items()
+    }
 
     def report(name: str, period: int, record: dict[str, Any]) -> None:
         seconds = record.get("learn_seconds")
@@ -132,8 +139,9 @@ def run_stream_benchmark(
 
 def _load(
     dataset: str, data: Path, periods: int, specs: dict[str, tuple[str, str]], text_model: str, progress: bool
-) -> tuple[StreamSplit, dict[str, Any], np.ndarray | None]:
-    """The dataset through the ingest path, cut into periods, and its items' text embeddings if needed."""
+) -> tuple[StreamSplit, dict[str, Any], np.ndarray | None, list[str]]:
+    """The dataset through the ingest path, cut into periods, its items' text embeddings if needed,
+    and their texts (rows: the split's item codes)."""
     with tempfile.TemporaryDirectory(prefix="streamrec-stream-") as scratch:
         data_info = load_into_store(dataset, data, Path(scratch) / "store")
         with open_store(Path(scratch) / "store") as store:
@@ -142,26 +150,34 @@ def _load(
         raise ValueError(f"{dataset}: the stream benchmark needs real timestamps; this dataset has none")
     split = cut_into_periods(prepared.data, periods)
     text = None
+    texts = [prepared.texts[i] for i in split.item_order]
     if any(name not in BASELINES and tower != "id" for name, tower in specs.values()):
         from streamrec.text import EmbeddingCache, TextEncoder
 
         encoder = TextEncoder(text_model, cache=EmbeddingCache(default_text_cache()))
-        text = encoder.encode([prepared.texts[i] for i in split.item_order], progress=progress)
+        text = encoder.encode(texts, progress=progress)
     _log(
         progress,
         f"{dataset}: {data_info['events']:,} events in {periods} periods; items per period end "
         f"{split.n_items.tolist()}",
     )
-    return split, data_info, text
+    return split, data_info, text, texts
 
 
 def _learner(
-    name: str, tower: str, config: SASRecConfig, update: UpdateSettings, text: np.ndarray | None
+    name: str,
+    tower: str,
+    config: SASRecConfig,
+    update: UpdateSettings,
+    text: np.ndarray | None,
+    texts: list[str],
 ) -> Recommender:
     if name in BASELINES:
         return BASELINES[name]()
-    towered = replace(config, item_tower=tower)
-    learner = GuardedLearner(towered, replace_strategy(update, "replay" if name == "static" else name), text)
+    base, _, tuning = tower.partition("+")
+    towered = replace(config, item_tower=base, text_tuning=tuning or config.text_tuning)
+    strategy = replace_strategy(update, "replay" if name == "static" else name)
+    learner = GuardedLearner(towered, strategy, text, texts)
     return Frozen(learner) if name == "static" else learner
 
 

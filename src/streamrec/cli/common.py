@@ -100,6 +100,18 @@ def model_options(sub: argparse.ArgumentParser) -> None:
     group.add_argument("--text-model", default="all-MiniLM-L6-v2", help="sentence-transformers name or path")
     group.add_argument("--item-tower", choices=["hybrid", "id", "text"], default=defaults.item_tower)
     group.add_argument(
+        "--text-tuning",
+        choices=["frozen", "lora"],
+        help="lora: the language model learns too, through LoRA adapters on its attention"
+        " (default: the home's [model] text_tuning, else frozen)",
+    )
+    group.add_argument(
+        "--text-tuning-items",
+        type=int,
+        default=defaults.text_tuning_items,
+        help="--text-tuning lora: items a step re-encodes with gradients",
+    )
+    group.add_argument(
         "--loss",
         choices=["full", "sampled"],
         default=defaults.loss,
@@ -140,6 +152,9 @@ def model_config(args: argparse.Namespace, settings: ModelSettings | None = None
     aux_type, aux_value = args.aux_event_type_weight, args.aux_value_weight
     return SASRecConfig(
         item_tower=args.item_tower,
+        text_model=args.text_model,
+        text_tuning=args.text_tuning or settings.text_tuning,
+        text_tuning_items=args.text_tuning_items,
         hidden=args.hidden,
         layers=args.layers,
         heads=args.heads,

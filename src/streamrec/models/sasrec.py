@@ -27,6 +27,7 @@ from streamrec.training.strategies import IncrementStats, learn_increment, refit
 __all__ = ["ItemTower", "SASRec", "SASRecConfig", "SASRecNet", "right_pad"]
 
 WEIGHTS_FILE = "model.safetensors"
+TEXT_LORA_PREFIX = "text_lora."  # the text encoder's adapters, saved beside the network's weights
 NETWORK_FILE = "network.json"
 
 
@@ -34,12 +35,21 @@ class SASRec(Recommender):
     """The estimator around :class:`SASRecNet`: ``fit`` from scratch, ``partial_fit`` new events.
 
     ``text_embeddings`` (``[n_items, text_dim]``, row = item code) is required
-    for the ``text`` and ``hybrid`` towers.
+    for the ``text`` and ``hybrid`` towers. With ``config.text_tuning="lora"`` the
+    language model ``config.text_model`` learns too: ``fit`` and ``partial_fit`` then need
+    ``item_texts`` (row = item code), and ``text_lora`` holds its adapters' weights.
     """
 
-    def __init__(self, config: SASRecConfig | None = None, text_embeddings: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        config: SASRecConfig | None = None,
+        text_embeddings: np.ndarray | None = None,
+        item_texts: Sequence[str] | None = None,
+    ) -> None:
         self.config = config or SASRecConfig()
         self.text_embeddings = text_embeddings
+        self.item_texts = item_texts
+        self.text_lora: dict[str, torch.Tensor] = {}
         self.net: SASRecNet | None = None
         self.type_names: list[str] = []
         self.training_log: TrainingLog | None = None
@@ -80,7 +90,13 @@ class SASRec(Recommender):
         """
         if self.config.processes < 1:
             raise ValueError(f"processes must be at least 1, got {self.config.processes}")
+        tuning = self._check_text_tuning()
+        if tuning and self.config.processes > 1:
+            raise ValueError("text_tuning='lora' trains on one process: set processes to 1")
+        self.text_lora = {}  # from scratch: the language model starts as shipped
         self.net = self.build_for(data)
+        if tuning:
+            self._attach_text_tuner(self.net)
         if self.config.processes > 1:
             from streamrec.training.distributed import train_distributed  # torch.distributed only here
 
@@ -90,7 +106,49 @@ class SASRec(Recommender):
                 self.net, data, self.config, validate=self.validation(valid), progress=progress
             )
         self.fit_epochs = max(self.training_log.epochs, 1)
+        if tuning:
+            self._detach_text_tuner(self.net, progress)
         return self
+
+    def _check_text_tuning(self) -> bool:
+        """Whether the language model trains too; a clear error where it cannot."""
+        if self.config.text_tuning == "frozen":
+            return False
+        if self.config.text_tuning != "lora":
+            raise ValueError(f"text_tuning must be 'frozen' or 'lora', got {self.config.text_tuning!r}")
+        if self.config.item_tower == "id":
+            raise ValueError("text_tuning='lora' needs a text or hybrid item tower, not item_tower='id'")
+        return True
+
+    def _attach_text_tuner(self, net: SASRecNet) -> None:
+        """Give ``net`` the trainable language model (with this model's adapters so far)."""
+        from streamrec.models.text_tuner import TextTuner  # transformers loads only when tuning
+
+        if self.item_texts is None or len(self.item_texts) < net.n_items:
+            got = None if self.item_texts is None else len(self.item_texts)
+            raise ValueError(f"text_tuning='lora' needs every item's text: {net.n_items} items, got {got}")
+        tuner = TextTuner(
+            self.config.text_model,
+            list(self.item_texts[: net.n_items]),
+            rank=self.config.text_lora_rank,
+            alpha=2 * self.config.text_lora_rank,
+            max_tokens=self.config.text_max_tokens,
+        )
+        if self.text_lora:
+            tuner.load_lora_state(self.text_lora)
+        net.text_tuner = tuner.to(self.device)
+
+    def _detach_text_tuner(self, net: SASRecNet, progress: bool) -> None:
+        """Re-encode every item with the tuned language model, keep its adapters, drop the model.
+
+        The version then holds one consistent text table: serving never runs the language model.
+        """
+        tuner = net.text_tuner
+        assert tuner is not None and net.text_embeddings is not None
+        with torch.no_grad():
+            net.text_embeddings[1:] = tuner.encode_all(progress=progress)
+        self.text_lora = tuner.lora_state()
+        net.text_tuner = None
 
     def build_for(self, data: TrainingData) -> SASRecNet:
         """A fresh network for ``data``'s items, ID rows marked trained where ``data`` has events."""
@@ -118,18 +176,23 @@ class SASRec(Recommender):
         settings: UpdateSettings | None = None,
         *,
         text_embeddings: np.ndarray | None = None,
+        item_texts: Sequence[str] | None = None,
         progress: bool = False,
     ) -> SASRec:
         """Learn the events ``data.learn`` marks with the update strategy, in place.
 
         Grows the model first when ``data`` knows more items (``text_embeddings``
-        then covers every item; a new item starts from its text). The strategy
+        then covers every item; a new item starts from its text). A text-tuned model
+        moves its language model's adapters too (all but ``adapter`` updates), reading
+        ``item_texts`` (every item's text; default: the texts it was fitted with). The strategy
         ``full`` refits on all of ``data`` for ``settings.full_epochs``. What the
         update (or refit) did lands in ``last_update``.
         """
         if self.net is None:
             raise RuntimeError("partial_fit needs a fitted model: call fit() or load a saved version first")
         settings = settings or UpdateSettings()
+        if item_texts is not None:
+            self.item_texts = item_texts
         if settings.strategy == "full":
             if self.config.item_tower != "id":
                 text = self.text_embeddings if text_embeddings is None else text_embeddings
@@ -152,10 +215,15 @@ class SASRec(Recommender):
             grown = self.grow(data.n_items, text_embeddings)
             self.net, self.n_items, self.text_embeddings = grown.net, grown.n_items, grown.text_embeddings
         assert self.net is not None
+        tuning = self._check_text_tuning() and settings.strategy != "adapter"
+        if tuning:
+            self._attach_text_tuner(self.net)
         refit = refit_cost(data, self.config, self.fit_epochs) if settings.budget is not None else None
         self.net, self.last_update = learn_increment(
             self.net, data, settings, self.config, refit=refit, progress=progress
         )
+        if tuning:
+            self._detach_text_tuner(self.net, progress)
         return self
 
     @property
@@ -259,7 +327,8 @@ class SASRec(Recommender):
                 raise ValueError(f"text_embeddings must cover all {n_items} items, got {got}")
             old_text = self.net.text_embeddings[1:].cpu().numpy()
             text = np.concatenate([old_text, np.asarray(text_embeddings[known:n_items], dtype=np.float32)])
-        grown = SASRec(self.config, text)
+        grown = SASRec(self.config, text, self.item_texts)
+        grown.text_lora = self.text_lora
         grown.fit_epochs = self.fit_epochs
         grown.net = grown.build(n_items, self.type_names)
         state = grown.net.state_dict()
@@ -281,6 +350,9 @@ class SASRec(Recommender):
             raise RuntimeError("nothing to save: the model is not fitted")
         folder.mkdir(parents=True, exist_ok=True)
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.net.state_dict().items()}
+        state.update(
+            {TEXT_LORA_PREFIX + name: tensor.contiguous() for name, tensor in self.text_lora.items()}
+        )
         save_file(state, str(folder / WEIGHTS_FILE))
         meta = {
             "config": self.config.to_dict(),
@@ -300,8 +372,12 @@ class SASRec(Recommender):
         meta = json.loads((folder / NETWORK_FILE).read_text())
         config = _saved_config(meta, device)
         state = load_file(str(folder / WEIGHTS_FILE))
+        lora = {
+            k[len(TEXT_LORA_PREFIX) :]: state.pop(k) for k in list(state) if k.startswith(TEXT_LORA_PREFIX)
+        }
         text = state.get("text_embeddings")
         model = cls(config, None if text is None else text[1:].numpy())
+        model.text_lora = lora
         model.net = model.build(meta["n_items"], meta["type_names"])
         model.net.load_state_dict(state)
         model.fit_epochs = meta.get("fit_epochs", config.epochs)

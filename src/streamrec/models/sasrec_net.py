@@ -36,6 +36,12 @@ class SASRecConfig:
     max_len: int = 200  # most recent items the model reads
     dropout: float = 0.1
     id_dropout: float = 0.0  # chance per step to hide an item's ID row (hybrid): trains text to stand alone
+    # The language model: "frozen" reads fixed text vectors; "lora" trains LoRA adapters on it too
+    text_tuning: Literal["frozen", "lora"] = "frozen"
+    text_model: str = "all-MiniLM-L6-v2"  # the language model the text vectors come from
+    text_lora_rank: int = 8
+    text_tuning_items: int = 16  # items a step re-encodes with gradients (from the batch's targets)
+    text_max_tokens: int = 64  # tokens of an item's text the tuned encoder reads
     # optimisation
     lr: float = 1e-3
     lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: to 0 by `epochs` or `max_minutes`
@@ -86,6 +92,9 @@ class SASRecNet(nn.Module):
         else:
             self.text_embeddings = None
             self.text_projection = None
+        # Attached only while training with text_tuning="lora" (streamrec.models.text_tuner):
+        # the rows of `text_embeddings` are then its cached outputs.
+        self.text_tuner: nn.Module | None = None
         # 1 where an item's ID row was trained; cold items score from text alone.
         self.register_buffer("id_trained", torch.ones(n_items + 1))
         self.position_embedding = nn.Embedding(config.max_len, hidden)
@@ -118,8 +127,12 @@ class SASRecNet(nn.Module):
             if module.padding_idx is not None:
                 nn.init.zeros_(module.weight[module.padding_idx])
 
-    def item_table(self) -> torch.Tensor:
-        """Every item's embedding ``[n_items + 1, hidden]``; row 0 is padding."""
+    def item_table(self, fresh: torch.Tensor | None = None) -> torch.Tensor:
+        """Every item's embedding ``[n_items + 1, hidden]``; row 0 is padding.
+
+        ``fresh`` (item codes + 1, training with a text tuner): these items' text rows are
+        re-encoded with gradients into the tuner, and the cached rows follow them.
+        """
         table = None
         if self.id_embedding is not None:
             table = self.id_embedding.weight * self.id_trained[:, None]
@@ -127,7 +140,12 @@ class SASRecNet(nn.Module):
                 keep = torch.rand(table.shape[0], 1, device=table.device) >= self.config.id_dropout
                 table = table * keep
         if self.text_projection is not None:
-            text = self.text_projection(self.text_embeddings)
+            text = self.text_embeddings
+            if fresh is not None and self.text_tuner is not None and len(fresh):
+                vectors = self.text_tuner(fresh - 1)
+                text = text.index_put((fresh,), vectors)
+                self.text_embeddings[fresh] = vectors.detach()
+            text = self.text_projection(text)
             text = text * (torch.arange(text.shape[0], device=text.device) > 0)[:, None]
             table = text if table is None else table + text
         assert table is not None

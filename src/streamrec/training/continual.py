@@ -14,6 +14,7 @@ registry's atomic add, and the live pointer only moves in an atomic promote.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -34,6 +35,7 @@ def train_and_register(
 ) -> VersionInfo:
     """Fit from scratch on the whole log (tuning the updates to come) and register it, live by default."""
     started = time.perf_counter()
+    config = replace(config, text_model=text_model)
     with home.open_store() as store:
         prepared = prepare(store)
     if not prepared.data.sequences:
@@ -41,7 +43,13 @@ def train_and_register(
     encoder = home.text_encoder(text_model, config.device) if config.item_tower != "id" else None
     text = item_text(prepared, encoder, progress=progress)
     fitted = fit_and_tune(
-        prepared.data, prepared.offsets, config, home.settings.update, text, progress=progress
+        prepared.data,
+        prepared.offsets,
+        config,
+        home.settings.update,
+        text,
+        texts=prepared.texts,
+        progress=progress,
     )
     log = fitted.model.training_log
     info = home.registry.add(
@@ -109,6 +117,7 @@ def run_update(
             settings,
             trailing=trailing_live_ndcg(registry.versions()),
             text=text,
+            texts=prepared.texts,
             progress=progress,
         )
         record = verdict.record()
@@ -167,13 +176,17 @@ class GuardedLearner(Recommender):
     candidate only when the guardrail promotes it, and records every verdict.
     ``text`` holds every item's text embedding the stream will ever know
     (rows = item codes), so new items are scored from their text before they are
-    learned, as the server scores them.
+    learned, as the server scores them; ``texts`` are their words, for a text-tuned model.
     """
 
     def __init__(
-        self, config: SASRecConfig, settings: UpdateSettings, text: np.ndarray | None = None
+        self,
+        config: SASRecConfig,
+        settings: UpdateSettings,
+        text: np.ndarray | None = None,
+        texts: Sequence[str] | None = None,
     ) -> None:
-        self.config, self.settings, self.text = config, settings, text
+        self.config, self.settings, self.text, self.texts = config, settings, text, texts
         self.live: SASRec | None = None
         self.trained_through = 0  # events (in time order) the live model learned
         self.tuned: dict[str, Any] = {}  # the update settings the live model's last fit chose
@@ -183,7 +196,9 @@ class GuardedLearner(Recommender):
 
     def fit(self, data: TrainingData, *, progress: bool = False) -> GuardedLearner:
         config = replace(self.config, epochs=self.settings.full_epochs, seed=self.settings.seed)
-        fitted = fit_and_tune(data, time_positions(data), config, self.settings, self.text, progress=progress)
+        fitted = fit_and_tune(
+            data, time_positions(data), config, self.settings, self.text, texts=self.texts, progress=progress
+        )
         self.live, self.trained_through, self.tuned = fitted.model, fitted.trained_through, fitted.tuned
         self.n_items = data.n_items
         self.fit_record = {"trained_through": fitted.trained_through, **fitted.tuning}
@@ -201,6 +216,7 @@ class GuardedLearner(Recommender):
             with_tuned(self.settings, self.tuned),
             trailing=self._trailing,
             text=self.text,
+            texts=self.texts,
             progress=progress,
         )
         self._trailing.append(verdict.live_ndcg)

@@ -8,6 +8,7 @@ then catalogue-only items, which the model can still score from text), and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -134,12 +135,18 @@ def validation_users(held: list[int], n_items: int, *, seed: int = 0) -> list[in
 
 
 def refit(
-    data: TrainingData, config: SASRecConfig, text: np.ndarray | None, *, progress: bool = True
+    data: TrainingData,
+    config: SASRecConfig,
+    text: np.ndarray | None,
+    *,
+    texts: Sequence[str] | None = None,
+    progress: bool = True,
 ) -> tuple[SASRec, dict[str, float]]:
     """The product's fit from scratch: all but each user's last item trains, the last picks the epoch.
 
     On a large catalogue only :func:`validation_users` are ranked, for the epoch and the metrics.
 
+    ``texts`` (every item's text) lets a ``text_tuning="lora"`` model train its language model.
     Used by ``streamrec train``, by a drift or ``full`` update, and by the streaming
     benchmark's ``full`` row alike. Returns the model and its metrics on those last items.
     """
@@ -148,7 +155,9 @@ def refit(
     held = validation_users([u for u, d in enumerate(drops) if d], data.n_items)
     histories = [train.sequences[u] for u in held]
     targets = np.array([data.sequences[u][-1] for u in held], dtype=np.int64)
-    model = SASRec(config, text).fit(train, valid=(histories, targets) if held else None, progress=progress)
+    model = SASRec(config, text, texts).fit(
+        train, valid=(histories, targets) if held else None, progress=progress
+    )
     metrics = evaluate(model, histories, targets, unfiltered=False) if held else {}
     return model, metrics
 

@@ -31,6 +31,7 @@ the command line) are never tuned over (:func:`with_tuned`).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -94,14 +95,15 @@ def guarded_update(
     *,
     trailing: list[float],
     text: np.ndarray | None = None,
+    texts: Sequence[str] | None = None,
     progress: bool = False,
 ) -> Verdict:
     """Learn ``data``'s events after position ``trained_through`` (all but the holdout) and judge them.
 
     ``positions[u]`` gives each event's place in the log (its offset): the newest
     positions are the holdout. ``trailing``: the live models' holdout NDCG@10 of
-    the last updates, the level drift is measured against. ``text`` covers every
-    item of ``data``. ``live`` is left untouched.
+    the last updates, the level drift is measured against. ``text`` (and ``texts``,
+    the items' own words, for a text-tuned model) covers every item of ``data``. ``live`` is left untouched.
     """
     every = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
     fresh = int((every > trained_through).sum())
@@ -127,13 +129,13 @@ def guarded_update(
     if drift or settings.strategy == "full":
         config = replace(live.config, epochs=settings.full_epochs, seed=settings.seed)
         kept = [p[p <= cut] for p in positions]
-        fitted = fit_and_tune(train, kept, config, settings, text, progress=progress)
+        fitted = fit_and_tune(train, kept, config, settings, text, texts=texts, progress=progress)
         candidate, cut, tuned = fitted.model, fitted.trained_through, fitted.tuned
         summary: dict[str, Any] = {"epochs": candidate.fit_epochs, "tuning": fitted.tuning}
         settings = replace_strategy(settings, "full")
     else:
         train = replace(train, learn=[p[p <= cut] > trained_through for p in positions])
-        result = update(live, train, settings, text_embeddings=text, progress=progress)
+        result = update(live, train, settings, text_embeddings=text, item_texts=texts, progress=progress)
         candidate, summary = result.model, result.summary()
     seconds = time.perf_counter() - started
     candidate_ndcg = ndcg_at_10(candidate, histories, targets)
@@ -218,6 +220,7 @@ def fit_and_tune(
     settings: UpdateSettings,
     text: np.ndarray | None,
     *,
+    texts: Sequence[str] | None = None,
     progress: bool = False,
 ) -> Fitted:
     """Fit on every event of ``data`` (placed in the log by ``positions``) and tune the updates to come.
@@ -243,13 +246,15 @@ def fit_and_tune(
         else ""
     )
     if skipped:
-        model, metrics = refit(data, config, _text(config, text, data.n_items), progress=progress)
+        model, metrics = refit(
+            data, config, _text(config, text, data.n_items), texts=texts, progress=progress
+        )
         return Fitted(model, int(every[-1]) if len(every) else 0, metrics, tuning={"skipped": skipped})
 
     started = time.perf_counter()
     cut = int(every[-fresh - 1])
     older = data.masked([p <= cut for p in positions])
-    base, _ = refit(older, config, _text(config, text, data.n_items), progress=progress)
+    base, _ = refit(older, config, _text(config, text, data.n_items), texts=texts, progress=progress)
     grid = [{k: v for k, v in candidate.items() if k in free} for candidate in TUNING_GRID]
     grid = [candidate for i, candidate in enumerate(grid) if candidate not in grid[:i]]
     verdicts = [
@@ -261,6 +266,7 @@ def fit_and_tune(
             with_tuned(settings, candidate),
             trailing=[],
             text=text,
+            texts=texts,
             progress=progress,
         )
         for candidate in grid

@@ -139,7 +139,12 @@ def sequence_loss(
     distillation: Distillation | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Next-item loss (+ λ-weighted auxiliary losses) over every real position of a batch."""
-    table = net.item_table()
+    fresh = None
+    if net.text_tuner is not None and net.training:
+        fresh = text_tuning_sample(
+            batch["targets"][batch["weights"] > 0], config.text_tuning_items, generator
+        )
+    table = net.item_table(fresh)
     hidden = net.encode(batch["inputs"], table)
     real = batch["targets"] > 0
     states = hidden[real]  # [N, hidden]: one row per real (position → next item) pair
@@ -184,6 +189,15 @@ def sequence_loss(
             loss = loss + config.aux_value_weight * aux
             parts["value"] = float(aux.detach())
     return loss, parts
+
+
+def text_tuning_sample(targets: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Up to ``count`` distinct items among a batch's learned targets (codes + 1): the text rows
+    a step re-encodes, so the language model's adapters learn from the items being predicted."""
+    items = torch.unique(targets)
+    if len(items) > count:
+        items = items[torch.randperm(len(items), generator=generator)[:count].to(items.device)]
+    return items
 
 
 def _distillation_term(

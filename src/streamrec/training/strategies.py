@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -92,12 +92,13 @@ def update(
     settings: UpdateSettings,
     *,
     text_embeddings: np.ndarray | None = None,
+    item_texts: Sequence[str] | None = None,
     progress: bool = False,
 ) -> UpdateResult:
     """``model``'s ``partial_fit`` on a copy, timed: ``model`` itself is left untouched."""
     started = time.perf_counter()
     student = copy.deepcopy(model).partial_fit(
-        data, settings, text_embeddings=text_embeddings, progress=progress
+        data, settings, text_embeddings=text_embeddings, item_texts=item_texts, progress=progress
     )
     return UpdateResult(student, settings.strategy, time.perf_counter() - started, student.last_update)
 
