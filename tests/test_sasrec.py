@@ -75,10 +75,7 @@ def test_event_type_weights_and_auxiliary_heads_shape_the_loss() -> None:
     assert set(np.unique(batches.weights[batches.targets > 0][kinds == 1])) == {3.0}
     model = SASRec(config)
     net = model.build(N_ITEMS, data.type_names)
-    batch = {
-        name: torch.from_numpy(getattr(batches, name))
-        for name in ("inputs", "targets", "weights", "event_types", "values")
-    }
+    batch = batches.batch(np.arange(len(batches.lengths)), batches.inputs.shape[1], torch.device("cpu"))
     loss, parts = sequence_loss(net, batch, config, None)
     assert set(parts) == {"next_item", "event_type", "value"}
     expected = parts["next_item"] + 0.5 * parts["event_type"] + 0.5 * parts["value"]
@@ -92,10 +89,7 @@ def test_zero_weighted_context_positions_do_not_count_in_the_loss() -> None:
     config = SASRecConfig(item_tower="id", **TINY)
     batches = TrainingBatches.from_data(data, config)
     net = SASRec(config).build(N_ITEMS, [])
-    batch = {
-        name: torch.from_numpy(getattr(batches, name))
-        for name in ("inputs", "targets", "weights", "event_types", "values")
-    }
+    batch = batches.batch(np.arange(len(batches.lengths)), batches.inputs.shape[1], torch.device("cpu"))
     real = batch["targets"] > 0
     assert 0 < int((batch["weights"] > 0).sum()) < int(real.sum())
     loss, _ = sequence_loss(net, batch, config, None)

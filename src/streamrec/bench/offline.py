@@ -68,6 +68,7 @@ def _run_model(store_path: str, name: str, config: SASRecConfig, text_model: str
         if config.item_tower != "id":
             encoder = TextEncoder(text_model, cache=EmbeddingCache(default_text_cache()))
             text = encoder.encode(prepared.texts, progress=progress)
+            del encoder  # its weights would otherwise count in the training's peak memory
             extra["text_encode_seconds"] = round(time.perf_counter() - started, 2)
         model = SASRec(config, text, prepared.texts).fit(
             split.train, valid=(split.valid_histories, split.valid_targets), progress=progress

@@ -154,8 +154,9 @@ def _load(
     if any(name not in BASELINES and tower != "id" for name, tower in specs.values()):
         from streamrec.text import EmbeddingCache, TextEncoder
 
-        encoder = TextEncoder(text_model, cache=EmbeddingCache(default_text_cache()))
-        text = encoder.encode(texts, progress=progress)
+        text = TextEncoder(text_model, cache=EmbeddingCache(default_text_cache())).encode(
+            texts, progress=progress
+        )
     _log(
         progress,
         f"{dataset}: {data_info['events']:,} events in {periods} periods; items per period end "

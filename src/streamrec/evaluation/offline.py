@@ -57,19 +57,23 @@ def evaluate(
     """Full-ranking metrics of ``model`` predicting ``targets`` from ``histories``.
 
     At most ``batch_size`` histories are scored at once, fewer for a large catalogue: a
-    batch's score matrix stays within :data:`SCORES_PER_BATCH` entries.
+    batch's score matrix stays within :data:`SCORES_PER_BATCH` entries. Histories of
+    similar length are scored together, so a model that pads a batch to its longest
+    history reads little padding (the metrics are sums: the order does not change them).
     """
     filtered = RankingAccumulator(model.n_items, ks)
     raw = RankingAccumulator(model.n_items, ks)
     batch_size = max(1, min(batch_size, SCORES_PER_BATCH // max(model.n_items, 1)))
+    order = np.argsort([len(h) for h in histories], kind="stable")
     for start in range(0, len(targets), batch_size):
-        batch = histories[start : start + batch_size]
+        chosen = order[start : start + batch_size]
+        batch = [histories[i] for i in chosen]
         scores = np.asarray(model.score(batch), dtype=np.float32)
         if unfiltered:
-            raw.add(scores, targets[start : start + batch_size])
+            raw.add(scores, targets[chosen])
         rows = np.repeat(np.arange(len(batch)), [len(h) for h in batch])
         scores[rows, np.concatenate(batch) if len(rows) else rows] = -np.inf
-        filtered.add(scores, targets[start : start + batch_size])
+        filtered.add(scores, targets[chosen])
     result = filtered.result()
     if unfiltered:
         result.update(

@@ -40,8 +40,11 @@ def train_and_register(
         prepared = prepare(store)
     if not prepared.data.sequences:
         raise ValueError("the event log is empty: ingest events before training")
-    encoder = home.text_encoder(text_model, config.device) if config.item_tower != "id" else None
-    text = item_text(prepared, encoder, progress=progress)
+    uses_text = config.item_tower != "id"
+    # No reference to the encoder outlives the encoding: its weights are not held through the fit.
+    text = item_text(
+        prepared, home.text_encoder(text_model, config.device) if uses_text else None, progress=progress
+    )
     fitted = fit_and_tune(
         prepared.data,
         prepared.offsets,
@@ -61,7 +64,7 @@ def train_and_register(
             "strategy": "full",
             "metrics": {**fitted.metrics, "best_epoch": log.best_epoch if log else 0},
             "timings": {"train_seconds": round(time.perf_counter() - started, 2)},
-            "text_model": text_model if encoder else None,
+            "text_model": text_model if uses_text else None,
             "update": {"tuning": fitted.tuning},
             "tuned": fitted.tuned,
         },
@@ -107,8 +110,9 @@ def run_update(
                 return UpdateOutcome(None, False, reason)
             model = SASRec.load(registry.path(live))
             prepared = prepare(store, last, vocabulary=registry.items(live), type_names=model.type_names)
-        encoder = home.text_encoder(info.text_model) if info.text_model else None
-        text = encoder.encode(prepared.texts, progress=progress) if encoder else None
+        text = None
+        if info.text_model:  # the encoder is dropped once the texts are encoded, before the update
+            text = home.text_encoder(info.text_model).encode(prepared.texts, progress=progress)
         verdict = guarded_update(
             model,
             prepared.data,

@@ -25,12 +25,16 @@ from streamrec.training.losses import distillation_loss, full_softmax_loss, matm
 
 @dataclass
 class TrainingBatches:
-    """Right-padded training rows: ``inputs``/``targets`` hold item codes + 1 (0 = padding)."""
+    """Right-padded training rows: ``inputs``/``targets`` hold item codes + 1 (0 = padding).
 
-    inputs: np.ndarray  # int64 [rows, max_len]
-    targets: np.ndarray  # int64 [rows, max_len]
+    Held compact (int32 codes, int8 types): most rows are far shorter than ``max_len``,
+    so these arrays are mostly padding; a batch widens them to int64 as it is cut.
+    """
+
+    inputs: np.ndarray  # int32 [rows, max_len]
+    targets: np.ndarray  # int32 [rows, max_len]
     weights: np.ndarray  # float32 [rows, max_len], next-item loss weight per target
-    event_types: np.ndarray  # int64 [rows, max_len], -1 where unknown
+    event_types: np.ndarray  # int8 [rows, max_len], -1 where unknown
     values: np.ndarray  # float32 [rows, max_len], NaN where absent
     lengths: np.ndarray  # int64 [rows]
 
@@ -39,10 +43,10 @@ class TrainingBatches:
         """One row per user with something to learn in their newest ``max_len + 1`` events."""
         users = training_rows(data, config.max_len)
         rows, width = len(users), config.max_len
-        inputs = np.zeros((rows, width), dtype=np.int64)
-        targets = np.zeros((rows, width), dtype=np.int64)
+        inputs = np.zeros((rows, width), dtype=np.int32)
+        targets = np.zeros((rows, width), dtype=np.int32)
         weights = np.zeros((rows, width), dtype=np.float32)
-        event_types = np.full((rows, width), -1, dtype=np.int64)
+        event_types = np.full((rows, width), -1, dtype=np.int8)
         values = np.full((rows, width), np.nan, dtype=np.float32)
         lengths = np.zeros(rows, dtype=np.int64)
         # the last entry weighs event types the model does not know (code -1)
@@ -66,11 +70,14 @@ class TrainingBatches:
         return cls(inputs, targets, weights, event_types, values, lengths)
 
     def batch(self, rows: np.ndarray, width: int, device: torch.device) -> dict[str, torch.Tensor]:
-        """These ``rows``, cut to ``width`` positions, as tensors on ``device``."""
-        return {
+        """These ``rows``, cut to ``width`` positions, as tensors on ``device`` (codes as int64)."""
+        batch = {
             name: torch.from_numpy(getattr(self, name)[rows, :width]).to(device)
             for name in ("inputs", "targets", "weights", "event_types", "values")
         }
+        for name in ("inputs", "targets", "event_types"):
+            batch[name] = batch[name].long()
+        return batch
 
 
 def training_rows(data: TrainingData, max_len: int) -> list[int]:
