@@ -193,6 +193,23 @@ def test_personalised_search_stays_on_topic_and_follows_the_model(
     assert ids_of(personal) == [item for item in ids_of(model_order) if item in candidates][:5]
 
 
+def test_put_item_without_a_category_gets_the_versions_guess(home: Path, stream: SyntheticStream) -> None:
+    """The synthetic descriptions say what an item is ("A poster about…"): the head learns to read it."""
+    info = Registry(home / MODELS_DIR).get("v0001")
+    assert info.categories["accuracy_text_only"] > info.categories["accuracy_majority_class"]
+    kinds = {item["category"] for item in stream.items}
+    with TestClient(create_app(home, write_key=WRITE_KEY), headers=WRITER) as client:
+        for kind in sorted(kinds)[:3]:
+            body = {"title": "Harbor Nebula Orchard", "description": f"A {kind} about tide and comet."}
+            answer = client.put(f"/items/new-{kind}", json=body).json()
+            assert answer["category_guessed"] and answer["category"] == kind, answer
+            assert answer["category_probability"] >= 0.5
+        sent = client.put("/items/sent", json={"title": "Harbor", "category": "mug"}).json()
+        assert sent["category"] == "mug" and not sent["category_guessed"]
+    with open_store(home) as store:
+        assert store.catalog.get(f"new-{sorted(kinds)[0]}").category == sorted(kinds)[0]
+
+
 def test_put_item_is_searchable_and_recommendable_at_once(home: Path, stream: SyntheticStream) -> None:
     """One new 'zine' per topic, worded like the topic; users should prefer their own topic's zine."""
     names = stream.truth["topics"]
@@ -216,6 +233,9 @@ def test_put_item_is_searchable_and_recommendable_at_once(home: Path, stream: Sy
                 "searchable": True,
                 "recommendable": True,
                 "model_version": "v0001",
+                "category": "zine",
+                "category_guessed": False,
+                "category_probability": None,
             }
         written = time.perf_counter()
         target = len(names) - 1

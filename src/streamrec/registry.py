@@ -70,6 +70,7 @@ class VersionInfo:
     update: dict[str, Any] = field(default_factory=dict)  # what moved: trainable/changed weight fractions
     guardrail: dict[str, Any] = field(default_factory=dict)  # candidate vs live on held-out newest events
     tuned: dict[str, Any] = field(default_factory=dict)  # update settings the last fit from scratch chose
+    categories: dict[str, Any] = field(default_factory=dict)  # the category head's held-out accuracy
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -307,6 +307,21 @@ class SASRec(Recommender):
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(net.id_trained[1:].cpu().numpy() == 0)
 
+    def id_rows(self, codes: np.ndarray | None = None) -> np.ndarray | None:
+        """Items' trained ID rows ``[len(codes), hidden]`` (zeros where untrained; default: every
+        item); None for a model without an ID tower."""
+        net = self._fitted()
+        if net.id_embedding is None:
+            return None
+        rows = (
+            torch.arange(1, net.n_items + 1)
+            if codes is None
+            else torch.as_tensor(codes, dtype=torch.long) + 1
+        )
+        rows = rows.to(net.id_embedding.weight.device)
+        with torch.no_grad():
+            return (net.id_embedding.weight[rows] * net.id_trained[rows, None]).float().cpu().numpy()
+
     def learned_rows(self) -> np.ndarray:
         """Item codes whose table row holds a trained ID embedding (empty for a text-only tower).
 

@@ -40,6 +40,7 @@ class SASRecConfig:
     text_tuning: Literal["frozen", "lora"] = "frozen"
     text_model: str = "all-MiniLM-L6-v2"  # the language model the text vectors come from
     text_lora_rank: int = 8
+    text_lr_scale: float = 0.1  # the adapters' learning rate as a share of `lr`
     text_tuning_items: int = 16  # items a step re-encodes with gradients (from the batch's targets)
     text_max_tokens: int = 64  # tokens of an item's text the tuned encoder reads
     # optimisation

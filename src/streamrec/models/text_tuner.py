@@ -57,6 +57,11 @@ class TextTuner(nn.Module):
         self.register_buffer("token_ids", tokens["input_ids"].to(torch.int32), persistent=False)
         self.register_buffer("token_mask", tokens["attention_mask"].to(torch.int8), persistent=False)
 
+    def train(self, mode: bool = True) -> TextTuner:
+        """Always evaluation mode (no dropout): the vectors a step trains through must be the ones
+        the cached table and the shipped version hold."""
+        return super().train(False)
+
     @property
     def n_items(self) -> int:
         return int(self.token_ids.shape[0])
@@ -72,9 +77,7 @@ class TextTuner(nn.Module):
 
     @torch.no_grad()
     def encode_all(self, *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
-        """Every item's vector ``[n_items, dim]`` in eval mode (no dropout), similar lengths batched."""
-        was_training = self.training
-        self.eval()
+        """Every item's vector ``[n_items, dim]``, texts of similar lengths batched together."""
         order = torch.argsort(self.token_mask.sum(1, dtype=torch.int32), stable=True)
         out = None
         bar = tqdm(total=self.n_items, desc="encode items", unit="item", disable=not progress)
@@ -86,7 +89,6 @@ class TextTuner(nn.Module):
             out[codes] = vectors
             bar.update(len(codes))
         bar.close()
-        self.train(was_training)
         assert out is not None
         return out
 

@@ -221,15 +221,18 @@ def put_item(item_id: ItemId, body: ItemBody, runtime: RuntimeDep, request: Requ
     except EventValidationError as error:
         raise InvalidInput([error.as_dict()]) from None
     try:
-        recommendable = runtime.upsert_items([item])[item.item_id]
+        upserted = runtime.upsert_items([item])[item.item_id]
     except ValueError as error:  # what this backend cannot store (PostgreSQL: a NUL character)
         raise InvalidInput([{"record": "item", "field": None, "problem": str(error)}]) from None
     get_metrics(request).items_upserted.inc()
     return {
         "item_id": item.item_id,
         "searchable": True,
-        "recommendable": recommendable,
+        "recommendable": upserted.recommendable,
         "model_version": runtime.loaded.version,
+        "category": upserted.category,
+        "category_guessed": upserted.category_guessed,
+        "category_probability": upserted.category_probability,
     }
 
 

@@ -39,6 +39,7 @@ from streamrec.experiments import Experiment
 from streamrec.home import Home
 from streamrec.items import Item
 from streamrec.models.base import top_k
+from streamrec.models.categories import CategoryHead
 from streamrec.models.sasrec import SASRec
 from streamrec.registry import Registry, VersionInfo
 from streamrec.serving.cache import ResultCache
@@ -47,6 +48,7 @@ from streamrec.serving.retrieval import Retriever, make_retriever
 from streamrec.store import Store
 from streamrec.text import DEFAULT_TEXT_MODEL, TextEncoder
 
+CATEGORY_MIN_PROBABILITY = 0.5  # a guessed category is stored only when at least this likely
 TRENDING_WINDOW = 50_000  # newest events that define "trending"
 SEARCH_CANDIDATES = 100  # items retrieved by text similarity before personal re-ranking
 # Personalised search: final = cosine(query, item) + PERSONAL_WEIGHT * (r_model - 0.5), where
@@ -101,6 +103,7 @@ class LoadedVersion:
     retrieved: np.ndarray | None = None  # sorted codes the retriever holds, by row; None: row r is code r
     text_model: str = DEFAULT_TEXT_MODEL
     info: VersionInfo | None = None
+    categories: CategoryHead | None = None  # fills a new item's missing category (models/categories.py)
     loaded_at: float = field(default_factory=time.time)
     # Not copied by dataclasses.replace: every new view (swap, upsert) starts with an empty cache.
     answers: ResultCache = field(default_factory=ResultCache, init=False, repr=False, compare=False)
@@ -134,6 +137,16 @@ def _rank_normalised(scores: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(scores), dtype=np.float32)
     ranks[np.argsort(-scores, kind="stable")] = np.arange(len(scores), dtype=np.float32)
     return 1.0 - ranks / (len(scores) - 1)
+
+
+@dataclass(frozen=True)
+class Upserted:
+    """What became of an item sent to :meth:`Runtime.upsert_items`."""
+
+    recommendable: bool  # the live model can rank it now
+    category: str  # as stored: as sent, or guessed when it came without one
+    category_guessed: bool
+    category_probability: float | None  # the guess's probability (also when too unsure to store)
 
 
 class Runtime:
@@ -205,6 +218,7 @@ class Runtime:
             retrieved,
             text_model,
             info,
+            CategoryHead.load(self.registry.path(version)),
         )
         added = [item for item in search.item_ids if item not in loaded.index]
         return self._with_text_rows(loaded, added) if added else loaded
@@ -378,13 +392,18 @@ class Runtime:
 
     # ----- catalogue writes -----
 
-    def upsert_items(self, items: Sequence[Item]) -> dict[str, bool]:
+    def upsert_items(self, items: Sequence[Item]) -> dict[str, Upserted]:
         """Store items durably, make them searchable, and scorable where the model reads text.
 
-        Returns item id -> whether the live model can recommend it now. Cost is one copy of
-        the search matrix and the item table per call: upsert many items in one call.
+        An item without a category gets the live version's prediction when it is at least
+        :data:`CATEGORY_MIN_PROBABILITY` likely. Returns item id -> what became of it. Cost is
+        one copy of the search matrix and the item table per call: upsert many items in one call.
         """
         latest = {item.item_id: item for item in items}
+        guesses = self._guess_categories([item for item in latest.values() if not item.category])
+        for item_id, (category, probability) in guesses.items():
+            if probability >= CATEGORY_MIN_PROBABILITY:
+                latest[item_id] = dataclasses.replace(latest[item_id], category=category)
         self.store.catalog.upsert(list(latest.values()))
         revision = self.store.catalog.revision()
         with self._write_lock:
@@ -408,7 +427,34 @@ class Runtime:
             search = SearchIndex(search.text_model, ids, rows, matrix, categories, titles, revision)
             updated = self._with_text_rows(dataclasses.replace(loaded, search=search), list(latest))
             self.loaded = updated
-            return {item: item in updated.index for item in latest}
+        return {
+            item_id: Upserted(
+                item_id in updated.index,
+                item.category,
+                item_id in guesses and item.category != "",
+                guesses[item_id][1] if item_id in guesses else None,
+            )
+            for item_id, item in latest.items()
+        }
+
+    def _guess_categories(self, items: Sequence[Item]) -> dict[str, tuple[str, float]]:
+        """The live version's most likely category for each item, with its probability."""
+        loaded = self.loaded
+        head = loaded.categories
+        if head is None or not items:
+            return {}
+        text = self.encode_items(loaded.text_model, [item.text for item in items])  # no category in it
+        if text.shape[1] != head.text_dim:
+            return {}
+        # An item the model already knows (PUT again without a category) has history; a new one none.
+        codes = np.array([loaded.index.get(item.item_id, -1) for item in items])
+        known = (codes >= 0) & (codes < loaded.model.n_items)
+        rows = loaded.model.id_rows(codes[known])
+        behaviour = None
+        if rows is not None:
+            behaviour = np.zeros((len(items), rows.shape[1]), np.float32)
+            behaviour[known] = rows
+        return {item.item_id: guess for item, guess in zip(items, head.predict(text, behaviour), strict=True)}
 
     # ----- reads -----
 

@@ -172,12 +172,20 @@ class ItemBody(BaseModel):
 
 
 class ItemUpserted(BaseModel):
-    """``recommendable`` is false for a new item under an id-only model: it is scored after retraining."""
+    """``recommendable`` is false for a new item under an id-only model: it is scored after retraining.
+
+    An item sent without a category gets the live version's guess when it is at least 50 % likely
+    (``category_guessed``); ``category_probability`` is the guess's probability either way, null
+    when no guess was made (a category was sent, or the version has no category head).
+    """
 
     item_id: str
     searchable: bool
     recommendable: bool
     model_version: str
+    category: str
+    category_guessed: bool
+    category_probability: float | None
 
 
 class EventsAccepted(BaseModel):

@@ -14,8 +14,9 @@ registry's atomic add, and the live pointer only moves in an atomic promote.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from streamrec.home import Home
 from streamrec.models.base import Recommender, TrainingData
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.registry import VersionInfo
-from streamrec.training.fit import item_text, prepare
+from streamrec.training.fit import category_head, item_text, prepare
 from streamrec.training.guard import fit_and_tune, guarded_update, replace_strategy, with_tuned
 
 
@@ -55,8 +56,11 @@ def train_and_register(
         progress=progress,
     )
     log = fitted.model.training_log
+    save, categories = saved_with_categories(
+        home, fitted.model, prepared.items, text_model if uses_text else None, progress=progress
+    )
     info = home.registry.add(
-        fitted.model.save,
+        save,
         prepared.items,
         {
             "status": "candidate",
@@ -67,9 +71,30 @@ def train_and_register(
             "text_model": text_model if uses_text else None,
             "update": {"tuning": fitted.tuning},
             "tuned": fitted.tuned,
+            "categories": categories,
         },
     )
     return home.registry.promote(info.version) if promote else info
+
+
+def saved_with_categories(
+    home: Home, model: SASRec, items: list[str], text_model: str | None, *, progress: bool = False
+) -> tuple[Callable[[Path], None], dict[str, Any]]:
+    """How to save ``model`` with a category head fitted for it, and the head's held-out report.
+
+    No head for an ID-only model (it reads no text) or a catalogue without two categories.
+    """
+    head = None
+    if text_model:
+        with home.open_store() as store:
+            head = category_head(store, items, model, home.text_encoder(text_model), progress=progress)
+
+    def save(folder: Path) -> None:
+        model.save(folder)
+        if head is not None:
+            head.save(folder)
+
+    return save, {} if head is None else head.report
 
 
 @dataclass
@@ -126,8 +151,9 @@ def run_update(
         )
         record = verdict.record()
         crash_point("after-training")
+        save, categories = saved_with_categories(home, verdict.candidate, prepared.items, info.text_model)
         version = registry.add(
-            verdict.candidate.save,
+            save,
             prepared.items,
             {
                 "status": "candidate",
@@ -155,6 +181,7 @@ def run_update(
                     "holdout_offsets": [verdict.trained_through + 1, verdict.last],
                 },
                 "tuned": verdict.tuned or info.tuned,
+                "categories": categories,
             },
         )
         promoted, reason = verdict.promoted, verdict.reason

@@ -15,6 +15,7 @@ import numpy as np
 
 from streamrec.evaluation.offline import evaluate
 from streamrec.models.base import TrainingData
+from streamrec.models.categories import CategoryHead
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.store import SequenceTable, Store
 from streamrec.text import TextEncoder
@@ -160,6 +161,22 @@ def refit(
     )
     metrics = evaluate(model, histories, targets, unfiltered=False) if held else {}
     return model, metrics
+
+
+def category_head(
+    store: Store, items: list[str], model: SASRec, encoder: TextEncoder, *, progress: bool = False
+) -> CategoryHead | None:
+    """A category head for ``model``'s items (codes = ``items``), or None without two categories.
+
+    It reads each item's text without its category (the label must not be in the input)
+    and the model's ID row for it.
+    """
+    catalog = {item.item_id: item for item in store.catalog.all()}
+    labels = [catalog[i].category if i in catalog else "" for i in items]
+    if len(set(labels) - {""}) < 2:
+        return None
+    texts = [replace(catalog[i], category="").text if i in catalog else i for i in items]
+    return CategoryHead.fit(encoder.encode(texts, progress=progress), model.id_rows(), labels)
 
 
 def item_text(
