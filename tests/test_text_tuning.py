@@ -88,3 +88,15 @@ def test_text_tuning_says_what_it_needs(frozen_text: np.ndarray) -> None:
         SASRec(TUNED, frozen_text[:N_ITEMS]).fit(chain_data(5), progress=False)
     with pytest.raises(ValueError, match="one process"):
         SASRec(replace(TUNED, processes=2), frozen_text[:N_ITEMS], TEXTS).fit(chain_data(5), progress=False)
+
+
+def test_a_tuned_model_grows_new_items_in_its_own_text_space(frozen_text: np.ndarray) -> None:
+    """New items must not sit in the shipped encoder's space: the model learned on the tuned one."""
+    model = SASRec(TUNED, frozen_text[:N_ITEMS], TEXTS).fit(chain_data(60), progress=False)
+    grown = model.grow(N_ITEMS + 4, frozen_text)
+    assert grown.net is not None
+    new_rows = grown.net.text_embeddings[N_ITEMS + 1 :].numpy()
+    np.testing.assert_allclose(new_rows, model.tuned_text(TEXTS[N_ITEMS:]), atol=1e-5)
+    assert np.abs(new_rows - frozen_text[N_ITEMS:]).max() > 1e-4
+    with pytest.raises(ValueError, match="was not tuned"):
+        SASRec(replace(TUNED, text_tuning="frozen")).tuned_text(["a shirt"])

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from streamrec.config import UpdateSettings
 from streamrec.evaluation.offline import evaluate
@@ -123,21 +124,40 @@ class SASRec(Recommender):
 
     def _attach_text_tuner(self, net: SASRecNet) -> None:
         """Give ``net`` the trainable language model (with this model's adapters so far)."""
-        from streamrec.models.text_tuner import TextTuner  # transformers loads only when tuning
-
         if self.item_texts is None or len(self.item_texts) < net.n_items:
             got = None if self.item_texts is None else len(self.item_texts)
             raise ValueError(f"text_tuning='lora' needs every item's text: {net.n_items} items, got {got}")
+        net.text_tuner = self._text_tuner(self.item_texts[: net.n_items])
+
+    def _text_tuner(self, texts: Sequence[str]) -> nn.Module:
+        """The language model with this model's adapters (none yet: as shipped), over ``texts``."""
+        from streamrec.models.text_tuner import TextTuner  # transformers loads only when tuning
+
         tuner = TextTuner(
             self.config.text_model,
-            list(self.item_texts[: net.n_items]),
+            list(texts),
             rank=self.config.text_lora_rank,
             alpha=2 * self.config.text_lora_rank,
             max_tokens=self.config.text_max_tokens,
         )
         if self.text_lora:
             tuner.load_lora_state(self.text_lora)
-        net.text_tuner = tuner.to(self.device)
+        return tuner.to(self.device)
+
+    @property
+    def text_tuned(self) -> bool:
+        """Whether the text vectors come from a tuned language model (its adapters are kept)."""
+        return bool(self.text_lora)
+
+    def tuned_text(self, texts: Sequence[str]) -> np.ndarray:
+        """``texts`` encoded by this model's tuned language model: the vectors its table holds.
+
+        A new item's text row must come from here, not from the shipped encoder: the model
+        was trained on the tuned vectors, and the shipped encoder's sit elsewhere.
+        """
+        if not self.text_tuned:
+            raise ValueError("this model's language model was not tuned: use the shipped encoder")
+        return self._text_tuner(texts).encode_all().cpu().numpy()
 
     def _detach_text_tuner(self, net: SASRecNet, progress: bool) -> None:
         """Re-encode every item with the tuned language model, keep its adapters, drop the model.
@@ -338,7 +358,8 @@ class SASRec(Recommender):
         its text's projection, so it is recommendable at once) or small random
         (ID tower), and stays masked (``id_trained`` 0) until an update trains
         it. ``text_embeddings`` covers all ``n_items``; known items keep the
-        text rows this model was trained with.
+        text rows this model was trained with. A text-tuned model encodes the new
+        items' texts (``item_texts``) with its tuned language model instead.
         """
         if self.net is None:
             raise RuntimeError("SASRec is not fitted: nothing to grow")
@@ -351,7 +372,12 @@ class SASRec(Recommender):
                 got = None if text_embeddings is None else len(text_embeddings)
                 raise ValueError(f"text_embeddings must cover all {n_items} items, got {got}")
             old_text = self.net.text_embeddings[1:].cpu().numpy()
-            text = np.concatenate([old_text, np.asarray(text_embeddings[known:n_items], dtype=np.float32)])
+            new_text = np.asarray(text_embeddings[known:n_items], dtype=np.float32)
+            if self.text_tuned and n_items > known:
+                if self.item_texts is None or len(self.item_texts) < n_items:
+                    raise ValueError(f"a text-tuned model grows from its items' texts: {n_items} needed")
+                new_text = self.tuned_text(self.item_texts[known:n_items])
+            text = np.concatenate([old_text, new_text])
         grown = SASRec(self.config, text, self.item_texts)
         grown.text_lora = self.text_lora
         grown.fit_epochs = self.fit_epochs

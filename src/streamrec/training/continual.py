@@ -135,6 +135,7 @@ def run_update(
                 return UpdateOutcome(None, False, reason)
             model = SASRec.load(registry.path(live))
             prepared = prepare(store, last, vocabulary=registry.items(live), type_names=model.type_names)
+            model.item_texts = prepared.texts  # new items are judged as a text-tuned model would grow them
         text = None
         if info.text_model:  # the encoder is dropped once the texts are encoded, before the update
             text = home.text_encoder(info.text_model).encode(prepared.texts, progress=progress)
