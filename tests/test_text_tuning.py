@@ -100,3 +100,32 @@ def test_a_tuned_model_grows_new_items_in_its_own_text_space(frozen_text: np.nda
     assert np.abs(new_rows - frozen_text[N_ITEMS:]).max() > 1e-4
     with pytest.raises(ValueError, match="was not tuned"):
         SASRec(replace(TUNED, text_tuning="frozen")).tuned_text(["a shirt"])
+
+
+def test_the_server_scores_a_new_item_through_the_versions_tuned_encoder(tmp_path: Path) -> None:
+    from streamrec.config import Settings
+    from streamrec.data.synthetic import StreamConfig, generate
+    from streamrec.events import EventSchema
+    from streamrec.home import Home
+    from streamrec.items import Item, validate_item
+    from streamrec.serving.runtime import Runtime
+    from streamrec.store import open_store
+    from streamrec.training.continual import train_and_register
+
+    stream = generate(StreamConfig(users=40, items=50, events=800, seed=2))
+    with open_store(tmp_path) as store:
+        store.catalog.upsert(validate_item(record) for record in stream.items)
+        store.log.append([EventSchema().validate(event) for event in stream.events()])
+    config = SASRecConfig(hidden=16, layers=1, max_len=20, epochs=2, text_tuning="lora", text_tuning_items=4)
+    train_and_register(Home(tmp_path, Settings()), config, text_model="all-MiniLM-L6-v2", progress=False)
+    with Runtime.open(tmp_path) as runtime:
+        model = runtime.loaded.model
+        assert model.text_tuned
+        item = Item("brand-new", title="Comet telescope nebula kit", category="kit")
+        assert runtime.upsert_items([item])["brand-new"].recommendable
+        loaded = runtime.loaded
+        row = loaded.table[loaded.index["brand-new"] + 1]
+        expected = model.items_from_text(model.tuned_text([item.text]), [None])[0]
+        torch.testing.assert_close(row, expected)
+        shipped = model.items_from_text(TextEncoder().encode([item.text]), [None])[0]
+        assert (row - shipped).abs().max() > 1e-5  # not the shipped encoder's vector

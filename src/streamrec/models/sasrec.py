@@ -157,7 +157,12 @@ class SASRec(Recommender):
         """
         if not self.text_tuned:
             raise ValueError("this model's language model was not tuned: use the shipped encoder")
-        return self._text_tuner(texts).encode_all().cpu().numpy()
+        cached = self.__dict__.get("_tuned_encoder")
+        if cached is None or cached[0] is not self.text_lora:  # built once per set of adapters
+            cached = self._tuned_encoder = (self.text_lora, self._text_tuner([]))
+        tuner = cached[1]
+        tuner.set_texts(list(texts))
+        return tuner.encode_all().cpu().numpy()
 
     def _detach_text_tuner(self, net: SASRecNet, progress: bool) -> None:
         """Re-encode every item with the tuned language model, keep its adapters, drop the model.

@@ -45,17 +45,32 @@ class TextTuner(nn.Module):
 
         transformers_logging.disable_progress_bar()
         path = resolve_model_path(model)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.max_tokens = max_tokens
         config = peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, lora_dropout=0.0)
         with warnings.catch_warnings():  # peft asks transformers a deprecated question: not ours to fix
             warnings.simplefilter("ignore", FutureWarning)
             self.encoder = peft.get_peft_model(AutoModel.from_pretrained(path), config)  # base frozen
-        tokens = tokenizer(
-            list(texts), padding="max_length", truncation=True, max_length=max_tokens, return_tensors="pt"
+        self.register_buffer("token_ids", torch.zeros(0, max_tokens, dtype=torch.int32), persistent=False)
+        self.register_buffer("token_mask", torch.zeros(0, max_tokens, dtype=torch.int8), persistent=False)
+        self.set_texts(texts)
+
+    def set_texts(self, texts: list[str]) -> None:
+        """The items this tuner encodes (item code = position); tokens are never saved with a model."""
+        device = self.token_ids.device
+        if not texts:
+            self.token_ids = torch.zeros(0, self.max_tokens, dtype=torch.int32, device=device)
+            self.token_mask = torch.zeros(0, self.max_tokens, dtype=torch.int8, device=device)
+            return
+        tokens = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
         )
-        # Rebuilt from the texts whenever a tuner is made: never saved with a model.
-        self.register_buffer("token_ids", tokens["input_ids"].to(torch.int32), persistent=False)
-        self.register_buffer("token_mask", tokens["attention_mask"].to(torch.int8), persistent=False)
+        self.token_ids = tokens["input_ids"].to(device=device, dtype=torch.int32)
+        self.token_mask = tokens["attention_mask"].to(device=device, dtype=torch.int8)
 
     def train(self, mode: bool = True) -> TextTuner:
         """Always evaluation mode (no dropout): the vectors a step trains through must be the ones
@@ -79,17 +94,13 @@ class TextTuner(nn.Module):
     def encode_all(self, *, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         """Every item's vector ``[n_items, dim]``, texts of similar lengths batched together."""
         order = torch.argsort(self.token_mask.sum(1, dtype=torch.int32), stable=True)
-        out = None
+        out = torch.empty(self.n_items, self.encoder.config.hidden_size, device=self.token_ids.device)
         bar = tqdm(total=self.n_items, desc="encode items", unit="item", disable=not progress)
         for start in range(0, self.n_items, batch_size):
             codes = order[start : start + batch_size]
-            vectors = self(codes)
-            if out is None:
-                out = vectors.new_empty(self.n_items, vectors.shape[1])
-            out[codes] = vectors
+            out[codes] = self(codes)
             bar.update(len(codes))
         bar.close()
-        assert out is not None
         return out
 
     def lora_state(self) -> dict[str, torch.Tensor]:

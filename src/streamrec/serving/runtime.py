@@ -246,12 +246,13 @@ class Runtime:
         """A copy of ``loaded`` whose table (re)computes ``item_ids``' rows from their search embeddings.
 
         Items outside the vocabulary are appended. Id-only models, and text models whose
-        embedding width differs from the search index's, are returned unchanged.
+        embedding width differs from the search index's, are returned unchanged. A model whose
+        language model was tuned reads the items' texts through its own tuned encoder instead.
         """
         model, search = loaded.model, loaded.search
         if not item_ids or search is None or not model.uses_text:
             return loaded
-        if search.matrix.shape[1] != model.text_dim:
+        if not model.text_tuned and search.matrix.shape[1] != model.text_dim:
             log.warning("search embeddings do not fit %s's text projection: new items wait", loaded.version)
             return loaded
         items, index = list(loaded.items), dict(loaded.index)
@@ -260,7 +261,13 @@ class Runtime:
                 index[item] = len(items)
                 items.append(item)
         codes = [index[item] for item in item_ids]
-        text = search.matrix[[search.rows[item] for item in item_ids]]
+        if model.text_tuned:
+            catalogue = [self.store.catalog.get(item) for item in item_ids]
+            text = model.tuned_text(
+                [item.text if item else name for item, name in zip(catalogue, item_ids, strict=True)]
+            )
+        else:
+            text = search.matrix[[search.rows[item] for item in item_ids]]
         rows = model.items_from_text(text, [c if c < model.n_items else None for c in codes])
         assert loaded.table is not None
         table = loaded.table
