@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamrec.items import Item
+from streamrec.items import Item, without_category
 from streamrec.models.categories import CategoryHead
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.store import open_store
@@ -82,3 +82,12 @@ def test_id_rows_are_zero_until_trained(codes: np.ndarray | None) -> None:
     assert rows is not None and rows.shape == (3 if codes is None else 2, 8)
     if codes is None:
         assert not rows[1].any() and rows[0].any()
+
+
+def test_an_attribute_that_repeats_the_category_is_left_out_too() -> None:
+    """MovieLens films carry their genres twice: as the category and as an attribute."""
+    film = Item(
+        "m1", title="Heat", category="Action, Crime", attributes={"genres": ["Action", "Crime"], "year": 1995}
+    )
+    assert without_category(film).text == "Heat. year: 1995"
+    assert without_category(Item("m2", title="Up", category="kids")).text == "Up"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streamrec.events import MAX_ID_LENGTH, EventValidationError, parse_timestamp
@@ -40,11 +40,22 @@ class Item:
         if self.category:
             parts.append(f"Category: {self.category}")
         for key, value in (self.attributes or {}).items():
-            shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
-            parts.append(f"{key}: {shown}")
+            parts.append(f"{key}: {attribute_text(value)}")
         if self.description.strip():
             parts.append(self.description.strip())
         return ". ".join(parts) if parts else self.item_id
+
+
+def attribute_text(value: Any) -> str:
+    """How an attribute's value reads in :attr:`Item.text` (a list: its entries, comma-separated)."""
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def without_category(item: Item) -> Item:
+    """``item`` with its category removed, also where an attribute repeats it (MovieLens's genres
+    are both): what a model that predicts the category may read."""
+    kept = {k: v for k, v in (item.attributes or {}).items() if attribute_text(v) != item.category}
+    return replace(item, category="", attributes=kept or None)
 
 
 def validate_item(record: Any, *, where: str = "") -> Item:

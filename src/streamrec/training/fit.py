@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from streamrec.evaluation.offline import evaluate
+from streamrec.items import without_category
 from streamrec.models.base import TrainingData
 from streamrec.models.categories import CategoryHead
 from streamrec.models.sasrec import SASRec, SASRecConfig
@@ -168,14 +169,14 @@ def category_head(
 ) -> CategoryHead | None:
     """A category head for ``model``'s items (codes = ``items``), or None without two categories.
 
-    It reads each item's text without its category (the label must not be in the input)
-    and the model's ID row for it.
+    It reads each item's text without its category (:func:`without_category`: the label must
+    not be in the input) and the model's ID row for it.
     """
     catalog = {item.item_id: item for item in store.catalog.all()}
     labels = [catalog[i].category if i in catalog else "" for i in items]
     if len(set(labels) - {""}) < 2:
         return None
-    texts = [replace(catalog[i], category="").text if i in catalog else i for i in items]
+    texts = [without_category(catalog[i]).text if i in catalog else i for i in items]
     return CategoryHead.fit(encoder.encode(texts, progress=progress), model.id_rows(), labels)
 
 
