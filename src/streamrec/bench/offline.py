@@ -14,7 +14,6 @@ import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +61,7 @@ def _run_model(store_path: str, name: str, config: SASRecConfig, text_model: str
     if name in SASREC_MODELS:
         from streamrec.models.sasrec import SASRec
 
-        tower, _, tuning = SASREC_MODELS[name].partition("+")
-        config = replace(config, item_tower=tower, text_tuning=tuning or config.text_tuning)
+        config = config.with_tower(SASREC_MODELS[name])
         text = None
         if config.item_tower != "id":
             encoder = TextEncoder(text_model, cache=EmbeddingCache(default_text_cache()))

@@ -18,7 +18,6 @@ import os
 import platform
 import statistics
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +174,7 @@ def _learner(
 ) -> Recommender:
     if name in BASELINES:
         return BASELINES[name]()
-    base, _, tuning = tower.partition("+")
-    towered = replace(config, item_tower=base, text_tuning=tuning or config.text_tuning)
+    towered = config.with_tower(tower)
     strategy = replace_strategy(update, "replay" if name == "static" else name)
     learner = GuardedLearner(towered, strategy, text, texts)
     return Frozen(learner) if name == "static" else learner

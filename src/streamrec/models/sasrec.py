@@ -52,6 +52,8 @@ class SASRec(Recommender):
         self.text_embeddings = text_embeddings
         self.item_texts = item_texts
         self.text_lora: dict[str, torch.Tensor] = {}
+        # (the adapters it was built with, the tuned encoder): tuned_text builds it once per adapters
+        self._tuned_encoder: tuple[dict[str, torch.Tensor], nn.Module] | None = None
         self.net: SASRecNet | None = None
         self.type_names: list[str] = []
         self.training_log: TrainingLog | None = None
@@ -109,7 +111,7 @@ class SASRec(Recommender):
             )
         self.fit_epochs = max(self.training_log.epochs, 1)
         if tuning:
-            self._detach_text_tuner(self.net, progress)
+            self._detach_text_tuner(self.net)
         return self
 
     def _check_text_tuning(self) -> bool:
@@ -157,22 +159,21 @@ class SASRec(Recommender):
         """
         if not self.text_tuned:
             raise ValueError("this model's language model was not tuned: use the shipped encoder")
-        cached = self.__dict__.get("_tuned_encoder")
-        if cached is None or cached[0] is not self.text_lora:  # built once per set of adapters
-            cached = self._tuned_encoder = (self.text_lora, self._text_tuner([]))
-        tuner = cached[1]
+        if self._tuned_encoder is None or self._tuned_encoder[0] is not self.text_lora:
+            self._tuned_encoder = (self.text_lora, self._text_tuner([]))
+        tuner = self._tuned_encoder[1]
         tuner.set_texts(list(texts))
         return tuner.encode_all().cpu().numpy()
 
-    def _detach_text_tuner(self, net: SASRecNet, progress: bool) -> None:
-        """Re-encode every item with the tuned language model, keep its adapters, drop the model.
+    def _detach_text_tuner(self, net: SASRecNet) -> None:
+        """Keep the tuned language model's adapters and drop the model.
 
-        The version then holds one consistent text table: serving never runs the language model.
+        The training loop re-encoded every item at the end of each epoch, and the best epoch's
+        table came back with its adapters: the version holds one consistent text table, and
+        serving never runs the language model for a known item.
         """
         tuner = net.text_tuner
-        assert tuner is not None and net.text_embeddings is not None
-        with torch.no_grad():
-            net.text_embeddings[1:] = tuner.encode_all(progress=progress)
+        assert tuner is not None
         self.text_lora = tuner.lora_state()
         net.text_tuner = None
 
@@ -249,7 +250,7 @@ class SASRec(Recommender):
             self.net, data, settings, self.config, refit=refit, progress=progress
         )
         if tuning:
-            self._detach_text_tuner(self.net, progress)
+            self._detach_text_tuner(self.net)
         return self
 
     @property

@@ -15,7 +15,7 @@ The estimator around it (fit, partial_fit, score, save) is :mod:`streamrec.model
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -65,6 +65,11 @@ class SASRecConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_tower(self, tower: str) -> SASRecConfig:
+        """These settings with item tower ``tower``; ``"hybrid+lora"`` also tunes the language model."""
+        base, _, tuning = tower.partition("+")
+        return replace(self, item_tower=base, text_tuning=tuning or self.text_tuning)
 
 
 class SASRecNet(nn.Module):

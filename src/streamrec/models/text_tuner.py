@@ -8,8 +8,8 @@ Encoding every item's text at every step would cost far more than the
 recommender's step, so the item tower reads a *cached* table of text vectors:
 each training step re-encodes (with gradients) a sample of the batch's target
 items, uses the fresh rows in place of the cached ones, and writes them back.
-Once training ends, :meth:`TextTuner.encode_all` re-encodes the whole catalogue,
-so the version that ships holds one consistent table; serving never runs the
+At the end of every epoch :meth:`TextTuner.encode_all` re-encodes the whole
+catalogue, so the version that ships (its best epoch) holds one consistent table; serving never runs the
 language model for a known item.
 """
 
