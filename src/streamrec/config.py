@@ -141,11 +141,15 @@ class ModelSettings(BaseModel):
     λ weigh auxiliary heads trained beside the next-item loss: predicting the next event's
     type, and its value (a rating, a price). ``text_tuning = "lora"``: the language model
     that reads item texts learns too (LoRA adapters on its attention), in fits and updates.
+    ``rerank = "lm"``: a cross-encoder re-scores the model's top candidates (models/reranker.py),
+    trained for ``rerank_minutes`` with every fit and update.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     text_tuning: Literal["frozen", "lora"] = "frozen"
+    rerank: Literal["none", "lm"] = "none"
+    rerank_minutes: float = Field(5.0, gt=0)
 
     type_weights: dict[str, Annotated[float, Field(ge=0)]] = {}
     aux_event_type_weight: float = Field(0.0, ge=0)

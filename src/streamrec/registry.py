@@ -71,6 +71,7 @@ class VersionInfo:
     guardrail: dict[str, Any] = field(default_factory=dict)  # candidate vs live on held-out newest events
     tuned: dict[str, Any] = field(default_factory=dict)  # update settings the last fit from scratch chose
     categories: dict[str, Any] = field(default_factory=dict)  # the category head's held-out accuracy
+    reranker: dict[str, Any] = field(default_factory=dict)  # the LM reranker's check (models/reranker.py)
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:

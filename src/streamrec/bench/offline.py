@@ -14,8 +14,11 @@ import resource
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from streamrec.bench.report import machine, save_bar_plot, write_result
 from streamrec.data import BENCHMARK_DATASETS, open_dataset, open_named_dataset
@@ -34,6 +37,8 @@ SASREC_MODELS = {
     "sasrec-hybrid-lora": "hybrid+lora",
     "sasrec-text-lora": "text+lora",
 }
+# model name → the SASRec model whose top candidates an LM reranker re-scores (models/reranker.py)
+RERANKED_MODELS = {"sasrec-hybrid-rerank": "sasrec-hybrid"}
 DEFAULT_MODELS = ("sasrec-hybrid", "sasrec-id", "mostpop", "recentpop", "itemknn")
 PROTOCOL = (
     "leave-one-out by time (last item test, second-to-last validation), full ranking over all items,"
@@ -47,7 +52,18 @@ def default_text_cache() -> Path:
     return root / "streamrec" / "text-cache.sqlite"
 
 
-def _run_model(store_path: str, name: str, config: SASRecConfig, text_model: str, progress: bool) -> dict:
+@dataclass(frozen=True)
+class RerankRun:
+    """How a reranked model is measured: its training minutes, and the test users it ranks (the
+    cross-encoder costs a language-model pass per candidate; the sample is seeded)."""
+
+    minutes: float = 5.0
+    test_users: int = 2000
+
+
+def _run_model(
+    store_path: str, name: str, config: SASRecConfig, text_model: str, progress: bool, rerank: RerankRun
+) -> dict:
     """Train and evaluate one model (runs in a child process)."""
     from streamrec.evaluation.offline import evaluate, leave_one_out
     from streamrec.text import EmbeddingCache, TextEncoder
@@ -58,10 +74,11 @@ def _run_model(store_path: str, name: str, config: SASRecConfig, text_model: str
     split = leave_one_out(prepared.data)
     started = time.perf_counter()
     extra: dict[str, Any] = {}
-    if name in SASREC_MODELS:
+    test_histories, test_targets = split.test_histories, split.test_targets
+    if name in SASREC_MODELS or name in RERANKED_MODELS:
         from streamrec.models.sasrec import SASRec
 
-        config = config.with_tower(SASREC_MODELS[name])
+        config = config.with_tower(SASREC_MODELS[RERANKED_MODELS.get(name, name)])
         text = None
         if config.item_tower != "id":
             encoder = TextEncoder(text_model, cache=EmbeddingCache(default_text_cache()))
@@ -81,8 +98,26 @@ def _run_model(store_path: str, name: str, config: SASRecConfig, text_model: str
             )
     else:
         model = BASELINES[name]().fit(split.train)
+    if name in RERANKED_MODELS:
+        from streamrec.models.reranker import LMReranker, Reranked
+
+        # It learns from the validation targets: events the recommender did not train on.
+        reranker = LMReranker(text_model).fit(
+            model,
+            split.valid_histories,
+            split.valid_targets,
+            prepared.texts,
+            minutes=rerank.minutes,
+            progress=progress,
+        )
+        extra["reranker"] = reranker.report
+        sample = np.random.default_rng(0).permutation(len(test_targets))[: rerank.test_users]
+        test_histories, test_targets = [test_histories[i] for i in sample], test_targets[sample]
+        alone = evaluate(model, test_histories, test_targets, unfiltered=False)
+        extra["without_reranker"] = {m: round(alone[m], 5) for m in METRICS}
+        model = Reranked(model, reranker, prepared.texts)
     train_seconds = time.perf_counter() - started
-    metrics = evaluate(model, split.test_histories, split.test_targets)
+    metrics = evaluate(model, test_histories, test_targets)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         **{key: round(value, 5) for key, value in metrics.items() if key != "examples"},
@@ -120,12 +155,15 @@ def run_offline_benchmark(
     models: tuple[str, ...] = DEFAULT_MODELS,
     config: SASRecConfig | None = None,
     text_model: str = "all-MiniLM-L6-v2",
+    rerank: RerankRun | None = None,
     progress: bool = True,
     command: str = "",
 ) -> dict[str, Any]:
-    unknown = [m for m in models if m not in SASREC_MODELS and m not in BASELINES]
+    unknown = [
+        m for m in models if m not in SASREC_MODELS and m not in RERANKED_MODELS and m not in BASELINES
+    ]
     if unknown:
-        known = ", ".join([*SASREC_MODELS, *BASELINES])
+        known = ", ".join([*SASREC_MODELS, *RERANKED_MODELS, *BASELINES])
         raise ValueError(f"--models: unknown model {unknown[0]!r} (known: {known})")
     config = config or SASRecConfig()
     results: dict[str, dict] = {}
@@ -136,7 +174,7 @@ def run_offline_benchmark(
         for name in models:
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
                 results[name] = pool.submit(
-                    _run_model, str(store_path), name, config, text_model, progress
+                    _run_model, str(store_path), name, config, text_model, progress, rerank or RerankRun()
                 ).result()
             print(f"{name}: " + ", ".join(f"{m}={results[name][m]:.4f}" for m in METRICS[:2]), flush=True)
     result = {

@@ -29,7 +29,7 @@ def ingest(args: argparse.Namespace) -> None:
 
 
 def offline(args: argparse.Namespace) -> None:
-    from streamrec.bench.offline import run_offline_benchmark
+    from streamrec.bench.offline import RerankRun, run_offline_benchmark
 
     run_offline_benchmark(
         dataset=args.dataset,
@@ -38,6 +38,7 @@ def offline(args: argparse.Namespace) -> None:
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
         config=model_config(args),
         text_model=args.text_model,
+        rerank=RerankRun(args.rerank_minutes, args.rerank_test_users),
         progress=not args.quiet,
         command=the_command(),
     )
@@ -242,6 +243,18 @@ def add_commands(command) -> None:
     loo.add_argument("--data", type=Path, required=True, help="the dataset folder (or a simulate folder)")
     loo.add_argument("--out", type=Path, required=True, help="result JSON (a .md table and .png beside it)")
     loo.add_argument("--models", default="sasrec-hybrid,sasrec-id,mostpop,recentpop,itemknn")
+    loo.add_argument(
+        "--rerank-minutes",
+        type=float,
+        default=5.0,
+        help="sasrec-hybrid-rerank: the reranker's training minutes",
+    )
+    loo.add_argument(
+        "--rerank-test-users",
+        type=int,
+        default=2000,
+        help="sasrec-hybrid-rerank: test users ranked (a seeded sample; the same with and without it)",
+    )
     loo.add_argument("--quiet", action="store_true")
     model_options(loo)
 

@@ -25,7 +25,9 @@ def train(args: argparse.Namespace) -> None:
     if unknown:
         raise ValueError(f"--type-weight: unknown event type {', '.join(map(repr, unknown))}"
                          f" (known: {', '.join(home.settings.event_types)})")  # fmt: skip
-    info = train_and_register(home, config, text_model=args.text_model, progress=not args.quiet)
+    info = train_and_register(
+        home, config, text_model=args.text_model, rerank=args.rerank, progress=not args.quiet
+    )
     if args.json:
         print_json(info.to_dict())
         return
@@ -154,6 +156,11 @@ def add_commands(command) -> None:
     fit = command("train", train, "Fit the model from scratch on the whole log; the new version goes live.")
     home_option(fit)
     model_options(fit)
+    fit.add_argument(
+        "--rerank",
+        choices=["none", "lm"],
+        help="lm: a cross-encoder re-scores the top candidates (default: the home's [model] rerank)",
+    )
     fit.add_argument("--json", action="store_true")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
 

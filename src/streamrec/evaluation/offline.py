@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamrec.evaluation.metrics import RankingAccumulator
-from streamrec.models.base import Recommender, TrainingData
+from streamrec.models.base import Scorer, TrainingData
 
 
 @dataclass
@@ -46,7 +46,7 @@ SCORES_PER_BATCH = 1 << 25
 
 
 def evaluate(
-    model: Recommender,
+    model: Scorer,
     histories: Sequence[np.ndarray],
     targets: np.ndarray,
     *,

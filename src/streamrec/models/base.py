@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -64,6 +65,14 @@ class TrainingData:
             values=apply(self.values),
             learn=apply(self.learn),
         )
+
+
+class Scorer(Protocol):
+    """What evaluation needs of a model: how many items it ranks, and scores for histories."""
+
+    n_items: int
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
 class Recommender(ABC):

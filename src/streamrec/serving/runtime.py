@@ -40,6 +40,8 @@ from streamrec.home import Home
 from streamrec.items import Item
 from streamrec.models.base import top_k
 from streamrec.models.categories import CategoryHead
+from streamrec.models.reranker import CANDIDATES as RERANK_CANDIDATES
+from streamrec.models.reranker import HISTORY_ITEMS, LMReranker
 from streamrec.models.sasrec import SASRec
 from streamrec.registry import Registry, VersionInfo
 from streamrec.serving.cache import ResultCache
@@ -104,6 +106,7 @@ class LoadedVersion:
     text_model: str = DEFAULT_TEXT_MODEL
     info: VersionInfo | None = None
     categories: CategoryHead | None = None  # fills a new item's missing category (models/categories.py)
+    reranker: LMReranker | None = None  # re-scores the top candidates (models/reranker.py)
     loaded_at: float = field(default_factory=time.time)
     # Not copied by dataclasses.replace: every new view (swap, upsert) starts with an empty cache.
     answers: ResultCache = field(default_factory=ResultCache, init=False, repr=False, compare=False)
@@ -219,6 +222,7 @@ class Runtime:
             text_model,
             info,
             CategoryHead.load(self.registry.path(version)),
+            LMReranker.load(self.registry.path(version)),
         )
         added = [item for item in search.item_ids if item not in loaded.index]
         return self._with_text_rows(loaded, added) if added else loaded
@@ -601,11 +605,12 @@ class Runtime:
             together = self._search(
                 loaded,
                 [history for _, _, history in batched],
-                [candidates_for(request.k, request.diversity) for request in chosen],
+                [self._candidates(loaded, request.k, request.diversity) for request in chosen],
                 [request.exclude_seen for request in chosen],
             )
             for (n, key, history), ranked in zip(batched, together, strict=True):
                 request = requests[n]
+                ranked = self._reranked(loaded, history, ranked, request.k, request.diversity)
                 ranked = self._diversified(loaded, ranked, request.k, request.diversity)
                 explained = history if request.explain else None
                 answers[n] = answer = self._answer_json(loaded, request.user_id, ranked, "model", explained)
@@ -668,10 +673,12 @@ class Runtime:
         diversity: float = 0.0,
         explain: bool = False,
     ) -> dict[str, Any]:
-        wanted = candidates_for(k, diversity)
+        wanted = self._candidates(loaded, k, diversity)
         ranked, source = self._answer(loaded, recent, wanted, exclude_seen=exclude_seen, category=category)
-        ranked = self._diversified(loaded, ranked, k, diversity)
         history = np.array([loaded.index[i] for i in recent if i in loaded.index], dtype=np.int64)
+        if source == "model":
+            ranked = self._reranked(loaded, history, ranked, k, diversity)
+        ranked = self._diversified(loaded, ranked, k, diversity)
         return self._answer_json(loaded, user_id, ranked, source, history if explain else None)
 
     @staticmethod
@@ -680,6 +687,38 @@ class Runtime:
         assert loaded.table is not None
         rows = np.array([loaded.index.get(item, -1) + 1 for item in items], dtype=np.int64)
         return loaded.table[torch.from_numpy(rows)].float().cpu().numpy()
+
+    @staticmethod
+    def _candidates(loaded: LoadedVersion, k: int, diversity: float) -> int:
+        """How many of the model's best items an answer is picked from (more when a reranker
+        re-scores them)."""
+        wanted = candidates_for(k, diversity)
+        return max(wanted, RERANK_CANDIDATES) if loaded.reranker is not None else wanted
+
+    def _reranked(
+        self,
+        loaded: LoadedVersion,
+        history: np.ndarray,
+        ranked: list[tuple[str, float]],
+        k: int,
+        diversity: float,
+    ) -> list[tuple[str, float]]:
+        """``ranked`` re-scored by the version's LM reranker, best first, as many as the answer needs."""
+        if loaded.reranker is None or not ranked:
+            return ranked
+        history_texts = [self.item_text(loaded.items[code]) for code in history[-HISTORY_ITEMS:]]
+        scores = loaded.reranker.rescore(
+            np.array([score for _, score in ranked], dtype=np.float32),
+            history_texts,
+            [self.item_text(item) for item, _ in ranked],
+        )
+        order = np.argsort(-scores, kind="stable")[: candidates_for(k, diversity)]
+        return [(ranked[j][0], float(scores[j])) for j in order]
+
+    def item_text(self, item_id: str) -> str:
+        """What the language model reads of an item (its id when the catalogue lacks it), as in training."""
+        item = self.store.catalog.get(item_id)
+        return item.text if item else item_id
 
     def _diversified(
         self, loaded: LoadedVersion, ranked: list[tuple[str, float]], k: int, diversity: float

@@ -25,16 +25,33 @@ from streamrec.config import UpdateSettings
 from streamrec.faults import crash_point
 from streamrec.home import Home
 from streamrec.models.base import Recommender, TrainingData
+from streamrec.models.reranker import LMReranker
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.registry import VersionInfo
-from streamrec.training.fit import category_head, item_text, prepare
-from streamrec.training.guard import fit_and_tune, guarded_update, replace_strategy, with_tuned
+from streamrec.text.encoder import DEFAULT_TEXT_MODEL
+from streamrec.training.fit import PreparedData, category_head, item_text, prepare
+from streamrec.training.guard import (
+    fit_and_tune,
+    guarded_update,
+    holdout_examples,
+    replace_strategy,
+    with_tuned,
+)
 
 
 def train_and_register(
-    home: Home, config: SASRecConfig, *, text_model: str, promote: bool = True, progress: bool = True
+    home: Home,
+    config: SASRecConfig,
+    *,
+    text_model: str,
+    rerank: str | None = None,
+    promote: bool = True,
+    progress: bool = True,
 ) -> VersionInfo:
-    """Fit from scratch on the whole log (tuning the updates to come) and register it, live by default."""
+    """Fit from scratch on the whole log (tuning the updates to come) and register it, live by default.
+
+    ``rerank="lm"`` (default: the home's ``[model] rerank``) trains an LM reranker too.
+    """
     started = time.perf_counter()
     config = replace(config, text_model=text_model)
     with home.open_store() as store:
@@ -56,8 +73,13 @@ def train_and_register(
         progress=progress,
     )
     log = fitted.model.training_log
+    reranker = None
+    if (rerank or home.settings.model.rerank) == "lm":
+        reranker = fit_reranker(
+            home, fitted.model, prepared, fitted.trained_through, text_model, None, progress
+        )
     save, categories = saved_with_categories(
-        home, fitted.model, prepared.items, text_model if uses_text else None, progress=progress
+        home, fitted.model, prepared.items, text_model if uses_text else None, reranker, progress=progress
     )
     info = home.registry.add(
         save,
@@ -72,15 +94,46 @@ def train_and_register(
             "update": {"tuning": fitted.tuning},
             "tuned": fitted.tuned,
             "categories": categories,
+            "reranker": {} if reranker is None else reranker.report,
         },
     )
     return home.registry.promote(info.version) if promote else info
 
 
+def fit_reranker(
+    home: Home,
+    model: SASRec,
+    prepared: PreparedData,
+    trained_through: int,
+    text_model: str,
+    parent: Path | None,
+    progress: bool,
+) -> LMReranker:
+    """An LM reranker for ``model``, learned from the events after ``trained_through`` (the ones
+    the model did not learn), starting from the one saved in ``parent`` when there is one."""
+    reranker = (LMReranker.load(parent) if parent is not None else None) or LMReranker(text_model)
+    histories, targets = holdout_examples(prepared.data, [p > trained_through for p in prepared.offsets])
+    return reranker.fit(
+        model,
+        histories,
+        targets,
+        prepared.texts,
+        minutes=home.settings.model.rerank_minutes,
+        progress=progress,
+    )
+
+
 def saved_with_categories(
-    home: Home, model: SASRec, items: list[str], text_model: str | None, *, progress: bool = False
+    home: Home,
+    model: SASRec,
+    items: list[str],
+    text_model: str | None,
+    reranker: LMReranker | None = None,
+    *,
+    progress: bool = False,
 ) -> tuple[Callable[[Path], None], dict[str, Any]]:
-    """How to save ``model`` with a category head fitted for it, and the head's held-out report.
+    """How to save ``model`` with a category head fitted for it (and ``reranker`` when it ranks
+    better than the model alone), and the head's held-out report.
 
     No head for an ID-only model (it reads no text) or a catalogue without two categories.
     """
@@ -93,6 +146,8 @@ def saved_with_categories(
         model.save(folder)
         if head is not None:
             head.save(folder)
+        if reranker is not None and reranker.enabled:
+            reranker.save(folder)
 
     return save, {} if head is None else head.report
 
@@ -152,7 +207,16 @@ def run_update(
         )
         record = verdict.record()
         crash_point("after-training")
-        save, categories = saved_with_categories(home, verdict.candidate, prepared.items, info.text_model)
+        reranker = None
+        if info.reranker or home.settings.model.rerank == "lm":  # the parent's was asked for: keep one
+            parent = registry.path(live)
+            text_model = info.reranker.get("text_model") or info.text_model or DEFAULT_TEXT_MODEL
+            reranker = fit_reranker(
+                home, verdict.candidate, prepared, verdict.trained_through, text_model, parent, progress
+            )
+        save, categories = saved_with_categories(
+            home, verdict.candidate, prepared.items, info.text_model, reranker
+        )
         version = registry.add(
             save,
             prepared.items,
@@ -183,6 +247,7 @@ def run_update(
                 },
                 "tuned": verdict.tuned or info.tuned,
                 "categories": categories,
+                "reranker": {} if reranker is None else reranker.report,
             },
         )
         promoted, reason = verdict.promoted, verdict.reason
