@@ -58,7 +58,7 @@ SHRUNK = {"--users": "50", "--items": "60", "--events": "1000", "--duration": "1
 # 4. Budget and size options appended to slow commands (each listed by its `--help`; argparse keeps
 #    the last, so an appended option wins over the README's).
 APPENDED: dict[tuple[str, ...], list[str]] = {
-    ("train",): ["--epochs", "3"],
+    ("train",): ["--epochs", "3", "--rerank-minutes", "0.1"],
     ("bench", "ingest"): ["--repeats", "1"],
     ("bench", "offline"): ["--epochs", "1"],
     ("bench", "retrieval"): ["--items", "2000", "--queries", "50", "--eval-users", "50"],

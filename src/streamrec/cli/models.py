@@ -26,13 +26,20 @@ def train(args: argparse.Namespace) -> None:
         raise ValueError(f"--type-weight: unknown event type {', '.join(map(repr, unknown))}"
                          f" (known: {', '.join(home.settings.event_types)})")  # fmt: skip
     info = train_and_register(
-        home, config, text_model=args.text_model, rerank=args.rerank, progress=not args.quiet
+        home,
+        config,
+        text_model=args.text_model,
+        rerank=args.rerank,
+        rerank_minutes=args.rerank_minutes,
+        progress=not args.quiet,
     )
     if args.json:
         print_json(info.to_dict())
         return
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in info.metrics.items() if k in ("ndcg@10", "hr@10"))
     print(f"{info.version} is live: trained through offset {info.trained_through_offset}, {metrics}")
+    if info.reranker:
+        print(_reranker_line(info.reranker))
     tuning = info.update.get("tuning", {})
     if "skipped" in tuning:
         print(f"update settings not tuned: {tuning['skipped']}")
@@ -152,6 +159,17 @@ def _share(text: str) -> float:
     return value
 
 
+def _reranker_line(report: dict) -> str:
+    if "reason" in report:
+        return f"LM reranker not used: {report['reason']} the version did not train on"
+    verdict = "used" if report["enabled"] else "not used (no better than the model alone)"
+    return (
+        f"LM reranker {verdict}: NDCG@10 {report['check_ndcg@10_without']:.4f} →"
+        f" {report['check_ndcg@10_with']:.4f} on {report['check_examples']} held-aside events"
+        f" ({report['learned']} learned in {report['seconds']:.0f} s)"
+    )
+
+
 def add_commands(command) -> None:
     fit = command("train", train, "Fit the model from scratch on the whole log; the new version goes live.")
     home_option(fit)
@@ -160,6 +178,11 @@ def add_commands(command) -> None:
         "--rerank",
         choices=["none", "lm"],
         help="lm: a cross-encoder re-scores the top candidates (default: the home's [model] rerank)",
+    )
+    fit.add_argument(
+        "--rerank-minutes",
+        type=float,
+        help="--rerank lm: the reranker's training minutes (default: [model] rerank_minutes, else 5)",
     )
     fit.add_argument("--json", action="store_true")
     fit.add_argument("--quiet", action="store_true", help="no progress bars")

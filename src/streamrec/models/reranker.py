@@ -172,6 +172,8 @@ class LMReranker:
                 "enabled": False,
                 "examples": len(order),
                 "reason": f"fewer than {MIN_EXAMPLES} examples",
+                "minutes": minutes,
+                "text_model": self.text_model,
             }
             return self
         trainable = [p for p in self.net.parameters() if p.requires_grad]
@@ -213,6 +215,7 @@ class LMReranker:
             "last_loss": round(float(np.mean(losses[-10:])), 4) if losses else None,
             "seconds": round(time.perf_counter() - started, 1),
             "candidates": CANDIDATES,
+            "minutes": minutes,
             "text_model": self.text_model,
         }
         return self

@@ -45,12 +45,14 @@ def train_and_register(
     *,
     text_model: str,
     rerank: str | None = None,
+    rerank_minutes: float | None = None,
     promote: bool = True,
     progress: bool = True,
 ) -> VersionInfo:
     """Fit from scratch on the whole log (tuning the updates to come) and register it, live by default.
 
-    ``rerank="lm"`` (default: the home's ``[model] rerank``) trains an LM reranker too.
+    ``rerank="lm"`` trains an LM reranker too, for ``rerank_minutes`` (defaults: the home's
+    ``[model] rerank`` and ``rerank_minutes``).
     """
     started = time.perf_counter()
     config = replace(config, text_model=text_model)
@@ -75,9 +77,9 @@ def train_and_register(
     log = fitted.model.training_log
     reranker = None
     if (rerank or home.settings.model.rerank) == "lm":
-        reranker = fit_reranker(
-            home, fitted.model, prepared, fitted.trained_through, text_model, None, progress
-        )
+        minutes = rerank_minutes or home.settings.model.rerank_minutes
+        through = fitted.trained_through
+        reranker = fit_reranker(fitted.model, prepared, through, text_model, None, minutes, progress)
     save, categories = saved_with_categories(
         home, fitted.model, prepared.items, text_model if uses_text else None, reranker, progress=progress
     )
@@ -101,12 +103,12 @@ def train_and_register(
 
 
 def fit_reranker(
-    home: Home,
     model: SASRec,
     prepared: PreparedData,
     trained_through: int,
     text_model: str,
     parent: Path | None,
+    minutes: float,
     progress: bool,
 ) -> LMReranker:
     """An LM reranker for ``model``, learned from the events after ``trained_through`` (the ones
@@ -118,7 +120,7 @@ def fit_reranker(
         histories,
         targets,
         prepared.texts,
-        minutes=home.settings.model.rerank_minutes,
+        minutes=minutes,
         progress=progress,
     )
 
@@ -211,8 +213,12 @@ def run_update(
         if info.reranker or home.settings.model.rerank == "lm":  # the parent's was asked for: keep one
             parent = registry.path(live)
             text_model = info.reranker.get("text_model") or info.text_model or DEFAULT_TEXT_MODEL
+            minutes = home.settings.model.rerank_minutes
+            if "rerank_minutes" not in home.settings.model.model_fields_set:  # the fit's budget travels
+                minutes = info.reranker.get("minutes", minutes)
+            through = verdict.trained_through
             reranker = fit_reranker(
-                home, verdict.candidate, prepared, verdict.trained_through, text_model, parent, progress
+                verdict.candidate, prepared, through, text_model, parent, minutes, progress
             )
         save, categories = saved_with_categories(
             home, verdict.candidate, prepared.items, info.text_model, reranker
