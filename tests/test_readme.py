@@ -83,6 +83,9 @@ APPENDED: dict[tuple[str, ...], list[str]] = {
     ("bench", "diversity"): [
         *("--users", "100", "--items", "50", "--events-per-user", "15", "--epochs", "1", "--values", "0,0.5")
     ],
+    ("bench", "unlearn"): [
+        *("--users", "100", "--items", "50", "--events-per-user", "15", "--epochs", "1", "--canaries", "3")
+    ],
     ("bench", "catalogue"): [
         *("--users", "100", "--events", "2000", "--epochs", "1", "--negatives", "50", "--requests", "20")
     ],

@@ -219,6 +219,36 @@ class StoreContract:
             assert len(reader.impressions) == 3
             assert writer.log.last_offset() == 0  # impressions are not events
 
+    def test_forget_erases_a_user_keeps_other_offsets_and_never_gives_one_twice(self, location: str) -> None:
+        from streamrec.privacy import forget_in
+
+        with open_store(location) as store:
+            store.log.append([ev("u1", "a", 1, "e1"), ev("gone", "b", 2, "g1"), ev("u2", "c", 3)])
+            store.log.append([ev("gone", "d", 4, "g2"), ev("gone", "a", 5, "g3")])  # the newest events
+            store.impressions.append([Impression("r1", 1.0, "gone", "v1", "recommend", ("a",))])
+            store.impressions.append([Impression("r2", 1.0, "u1", "v1", "recommend", ("b",))])
+            record = forget_in(store, "gone", "test", lambda first: ["v0001"] if first <= 2 else [])
+            assert (record.events, record.impressions, record.first_offset, record.last_offset) == (
+                3,
+                1,
+                2,
+                5,
+            )
+            assert record.versions == ("v0001",) and store.log.forget_records() == [record]
+            assert [(e.offset, e.event.user_id) for e in store.log.read_after(0)] == [(1, "u1"), (3, "u2")]
+            assert store.log.user_events("gone") == [] and store.log.newest_offset("gone") == 0
+            assert store.impressions.get("r1") is None and store.impressions.get("r2") is not None
+            assert store.log.last_offset() == 5 and store.stats()["last_offset"] == 5  # not 3
+            # Offsets 4 and 5 were given out: the next batch follows them, whatever came before.
+            again = store.log.append([ev("gone", "e", 6, "g1"), ev("u1", "f", 7)])  # a fresh history
+            assert (again.first_offset, again.last_offset, again.duplicates) == (6, 7, 0)
+            assert [e.offset for e in store.log.read_after(0)] == [1, 3, 6, 7]
+            table = store.log.sequences()
+            assert sorted(table.users) == ["gone", "u1", "u2"] and len(table.items) == 4
+            nothing = forget_in(store, "nobody", "test", lambda first: ["never"])
+            assert (nothing.events, nothing.first_offset, nothing.versions) == (0, 0, ())
+            assert len(store.log.forget_records()) == 2
+
     def test_concurrent_writer_processes_get_gap_free_offsets_and_each_event_once(
         self, location: str, tmp_path: Path
     ) -> None:

@@ -156,6 +156,16 @@ class ModelSettings(BaseModel):
     aux_value_weight: float = Field(0.0, ge=0)
 
 
+class PrivacySettings(BaseModel):
+    """How forgetting a user reaches the models (privacy.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The worker refits without forgotten users once the oldest pending forget is this old (forgets
+    # close together share one refit); `streamrec unlearn` does it at once.
+    unlearn_after_seconds: float = Field(3600.0, ge=0)
+
+
 class Settings(BaseSettings):
     """Deployment settings of one home."""
 
@@ -175,6 +185,7 @@ class Settings(BaseSettings):
     update: UpdateSettings = UpdateSettings()
     server: ServerSettings = ServerSettings()
     online: OnlineSettings = OnlineSettings()
+    privacy: PrivacySettings = PrivacySettings()
     keep_versions: int = Field(10, ge=1)  # registry retention; live and its rollback target always stay
     worker_poll_seconds: float = Field(2.0, gt=0)
 

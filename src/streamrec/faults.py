@@ -22,6 +22,9 @@ CRASH_POINTS = (
     "prune-mid-delete",  # Registry.prune: the first old version deleted, the rest not yet
 )
 
+# privacy.forget_in: the user's events deleted in the open transaction, impressions and record not yet
+FORGET_CRASH_POINT = "forget-mid-transaction"
+
 
 def crash_point(name: str) -> None:
     """SIGKILL this process if ``STREAMREC_CRASH_AT`` names this point (one env lookup otherwise).

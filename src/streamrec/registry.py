@@ -288,11 +288,27 @@ class Registry:
             versions = [v.version for v in self.versions()]
             doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v not in protected]
             for version in doomed:
-                trash = self.root / f".deleting-{version}-{uuid.uuid4().hex}"
-                os.rename(self.root / version, trash)  # atomic: the version vanishes at once
-                shutil.rmtree(trash, ignore_errors=True)
+                self._delete(version)
                 crash_point("prune-mid-delete")
             return doomed
+
+    def _delete(self, version: str) -> None:
+        """Under the lock: the version vanishes at once (a rename), then its files go."""
+        trash = self.root / f".deleting-{version}-{uuid.uuid4().hex}"
+        os.rename(self.root / version, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def erase(self, versions: list[str]) -> list[str]:
+        """Delete these versions for good (weights, items, record): what a forgotten user taught them
+        goes with them, and rollback cannot bring them back. The live version cannot be erased."""
+        with self._locked():
+            live = self.live()
+            if live in versions:
+                raise ValueError(f"{live} is live: promote a clean version before erasing it")
+            erased = [version for version in versions if (self.root / version).exists()]
+            for version in erased:
+                self._delete(version)
+            return erased
 
     def items(self, version: str) -> list[str]:
         return json.loads((self.path(version) / ITEMS_FILE).read_text())

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from streamrec.cli import bench, data, experiments, models, serve, sources
+from streamrec.cli import bench, data, experiments, models, privacy, serve, sources
 from streamrec.cli.common import CommandError
 from streamrec.home import UpdateInProgress
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    for module in (data, sources, models, experiments, serve, bench):
+    for module in (data, sources, models, experiments, privacy, serve, bench):
         module.add_commands(command)
     return parser
 

@@ -169,6 +169,24 @@ def diversity(args: argparse.Namespace) -> None:
     print_json(result["runs"])
 
 
+def unlearn(args: argparse.Namespace) -> None:
+    from streamrec.bench.unlearn import run_unlearn_benchmark
+
+    result = run_unlearn_benchmark(
+        out=args.out,
+        canaries=args.canaries,
+        users=args.users,
+        items=args.items,
+        events_per_user=args.events_per_user,
+        epochs=args.epochs,
+        seed=args.seed,
+        progress=not args.quiet,
+        command=the_command(),
+    )
+    keys = ("before", "after", "never", "after_within_never_range", "forget_seconds_max", "unlearn_seconds")
+    print_json({key: result[key] for key in keys})
+
+
 def ab(args: argparse.Namespace) -> None:
     import tempfile
 
@@ -347,6 +365,12 @@ def add_commands(command) -> None:
     weighted.add_argument("--boost", default="purchase", help="the event type whose loss weight varies")
     weighted.add_argument("--weights", default="1,3,10", help="its weights, one model each")
     synthetic_options(weighted, users=6000, events_per_user=40, out="results/multitask-synthetic.json")
+
+    forgets = benchmark(
+        "unlearn", unlearn, "Canary users: what a model keeps of them after forget + unlearn."
+    )
+    forgets.add_argument("--canaries", type=int, default=10, help="canary users planted")
+    synthetic_options(forgets, users=1000, events_per_user=20, out="results/unlearn-synthetic.json")
 
     varied = benchmark("diversity", diversity, "NDCG@10 against intra-list diversity per λ (synthetic).")
     varied.add_argument("--values", default="0,0.1,0.3,0.5,0.7", help="diversity values (MMR's λ)")

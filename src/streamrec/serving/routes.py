@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import TypeAdapter, ValidationError
 
@@ -28,6 +29,7 @@ from streamrec.events import EventSchema, EventValidationError
 from streamrec.experiments import INTERLEAVED
 from streamrec.home import UpdateInProgress
 from streamrec.items import validate_item
+from streamrec.privacy import export_user, record_json
 from streamrec.serving.access import require
 from streamrec.serving.batching import Batcher
 from streamrec.serving.impressions import ImpressionRecorder
@@ -44,6 +46,7 @@ from streamrec.serving.schemas import (
     ExperimentInfo,
     ExperimentStart,
     ExperimentStop,
+    Forgotten,
     Health,
     ItemBody,
     ItemUpserted,
@@ -83,6 +86,8 @@ ImpressionsDep = Annotated[ImpressionRecorder, Depends(get_impressions)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
 Diversity = Annotated[float, Query(ge=0, le=1, description=DIVERSITY)]
 ItemId = Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID, description="an item id")]
+UserIdPath = Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID, description="a user id")]
+NDJSON = "application/x-ndjson"
 ANY_REQUEST = (401, 403, 422, 429)  # keys, validation and the rate limit apply to every operation
 
 ops = APIRouter(tags=["ops"])  # health and metrics: open, for load balancers and scrapers
@@ -161,9 +166,7 @@ def similar_items(item_id: ItemId, runtime: RuntimeDep, k: K = 10) -> dict[str, 
 
 
 @public.get("/users/{user_id}/profile", response_model=Profile, responses=responses(404), tags=["users"])
-def user_profile(
-    user_id: Annotated[str, Path(pattern=PATH_ID, max_length=MAX_ID)], runtime: RuntimeDep
-) -> dict[str, Any]:
+def user_profile(user_id: UserIdPath, runtime: RuntimeDep) -> dict[str, Any]:
     """The user's event types, favourite categories, newest items, and the model's view of their taste."""
     try:
         return profile(runtime, user_id)
@@ -395,6 +398,34 @@ def stop_experiment(body: ExperimentStop, request: Request, runtime: RuntimeDep)
         runtime.promote(judgement["promoted"])
     runtime.follow_experiment()
     return judgement
+
+
+@admin.delete("/users/{user_id}", response_model=Forgotten, tags=["users"])
+def forget_user(user_id: UserIdPath, runtime: RuntimeDep, impressions: ImpressionsDep) -> dict[str, Any]:
+    """Erase the user: their events and impressions leave the store in one transaction, and the
+    request is recorded (when, counts, the versions trained on them; not the user id). Their
+    later events start a fresh history."""
+    impressions.flush()  # what this process showed them and has not written yet goes too
+    return record_json(runtime.forget_user(user_id, requested_by="api:admin"))
+
+
+@admin.get(
+    "/users/{user_id}/export",
+    response_class=Response,
+    responses={
+        200: {"content": {NDJSON: {"schema": {"type": "string"}}}, "description": "JSON lines"},
+        **responses(404),
+    },
+    tags=["users"],
+)
+def export_user_data(user_id: UserIdPath, runtime: RuntimeDep) -> Response:
+    """The user's events (oldest first), then one ``derived`` line (event counts, recent items,
+    top categories), as JSON lines."""
+    try:
+        lines = [json.dumps(line, ensure_ascii=False) for line in export_user(runtime.store, user_id)]
+    except LookupError as error:
+        raise HTTPException(404, error.args[0]) from None
+    return Response("\n".join(lines) + "\n", media_type=NDJSON)
 
 
 ROUTERS = (ops, public, writes, admin)

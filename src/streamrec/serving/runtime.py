@@ -43,11 +43,13 @@ from streamrec.models.categories import CategoryHead
 from streamrec.models.reranker import CANDIDATES as RERANK_CANDIDATES
 from streamrec.models.reranker import HISTORY_ITEMS, LMReranker
 from streamrec.models.sasrec import SASRec
+from streamrec.privacy import forget_in
 from streamrec.registry import Registry, VersionInfo
 from streamrec.serving.cache import ResultCache
 from streamrec.serving.rerank import because, candidates_for, mmr
 from streamrec.serving.retrieval import Retriever, make_retriever
 from streamrec.store import Store
+from streamrec.store.base import ForgetRecord
 from streamrec.text import DEFAULT_TEXT_MODEL, TextEncoder
 
 CATEGORY_MIN_PROBABILITY = 0.5  # a guessed category is stored only when at least this likely
@@ -402,6 +404,17 @@ class Runtime:
             return self._encoder_for(text_model).encode([text], use_cache=False)[0]
 
     # ----- catalogue writes -----
+
+    def forget_user(self, user_id: str, requested_by: str) -> ForgetRecord:
+        """Erase the user from the store (:mod:`streamrec.privacy`) and drop every cached answer."""
+        versions = self.registry.versions()
+
+        def trained_on(first: int) -> list[str]:
+            return [v.version for v in versions if v.trained_through_offset >= first]
+
+        record = forget_in(self.store, user_id, requested_by, trained_on)
+        self.loaded.answers.clear()
+        return record
 
     def upsert_items(self, items: Sequence[Item]) -> dict[str, Upserted]:
         """Store items durably, make them searchable, and scorable where the model reads text.

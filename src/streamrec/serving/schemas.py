@@ -218,6 +218,19 @@ class Promotion(BaseModel):
     previous: str | None
 
 
+class Forgotten(BaseModel):
+    """A forget request as recorded: counts and the span of offsets, never the user id nor the data."""
+
+    request_id: str
+    timestamp: float
+    requested_by: str
+    events: int
+    impressions: int
+    first_offset: int = Field(description="0 when the log held no event of the user")
+    last_offset: int
+    versions: list[str] = Field(description="model versions trained on any of the user's events")
+
+
 class Reloaded(BaseModel):
     model_version: str
     catalogue_items: int

@@ -100,11 +100,59 @@ class Database(Protocol):
         """Nested blocks join the outermost one, which alone commits (or rolls back everything)."""
         ...
 
+    def scrub(self) -> None:
+        """After a forget: leave no copy of deleted rows in the backend's files where it can."""
+        ...
+
     def close(self) -> None: ...
 
 
+OFFSET_FLOOR = "offset_floor"  # meta: the newest offset given out before a forget (never given again)
+
+
+@dataclass(frozen=True)
+class ForgetRecord:
+    """A user forgotten: when, at whose request, how much, the span of offsets their events held,
+    and the model versions trained on any of them. Never the user id nor their data."""
+
+    request_id: str
+    timestamp: float
+    requested_by: str
+    events: int
+    impressions: int
+    first_offset: int  # 0 when the log held no event of theirs
+    last_offset: int
+    versions: tuple[str, ...]
+
+
+FORGET_COLUMNS = "request_id, ts, requested_by, events, impressions, first_offset, last_offset, versions"
+
+
+def forget_row(record: ForgetRecord) -> tuple:
+    r = record
+    versions = json.dumps(list(r.versions))
+    return (
+        r.request_id,
+        r.timestamp,
+        r.requested_by,
+        r.events,
+        r.impressions,
+        r.first_offset,
+        r.last_offset,
+        versions,
+    )
+
+
+def row_to_forget(row: Sequence) -> ForgetRecord:
+    request_id, ts, requested_by, events, impressions, first, last, versions = row
+    return ForgetRecord(
+        request_id, ts, requested_by, events, impressions, first, last, tuple(json.loads(versions))
+    )
+
+
 class EventLog(ABC):
-    """Append-only, durable, totally ordered by offset (1, 2, 3, …)."""
+    """Durable, totally ordered by offset (1, 2, 3, …); appended to, and erased from only by
+    :meth:`forget`, which never lets an offset be given twice."""
 
     @abstractmethod
     def append(self, events: Sequence[Event], *, untimed: int = 0) -> AppendResult:
@@ -152,6 +200,18 @@ class EventLog(ABC):
 
     @abstractmethod
     def stats(self) -> dict[str, object]: ...
+
+    @abstractmethod
+    def forget(self, user_id: str) -> tuple[int, int, int]:
+        """Delete every event of the user: how many, and their first and last offset (zeros without
+        any). Other events keep their offsets; the next append still follows the newest offset given."""
+
+    @abstractmethod
+    def record_forget(self, record: ForgetRecord) -> None: ...
+
+    @abstractmethod
+    def forget_records(self) -> list[ForgetRecord]:
+        """Every forget request, oldest first."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -230,6 +290,10 @@ class ImpressionLog(ABC):
     @abstractmethod
     def between(self, start: float, end: float) -> list[Impression]:
         """Impressions with ``start <= timestamp < end``, oldest first."""
+
+    @abstractmethod
+    def forget(self, user_id: str) -> int:
+        """Delete the impressions shown to the user; how many there were."""
 
     @abstractmethod
     def __len__(self) -> int: ...

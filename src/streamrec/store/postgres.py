@@ -38,15 +38,20 @@ from streamrec.events import Event
 from streamrec.items import Item
 from streamrec.store.base import (
     CATALOG_REVISION,
+    FORGET_COLUMNS,
     IMPRESSION_COLUMNS,
+    OFFSET_FLOOR,
     AppendResult,
     Catalog,
     EventLog,
+    ForgetRecord,
     Impression,
     ImpressionLog,
     LoggedEvent,
     SequenceTable,
+    forget_row,
     impression_row,
+    row_to_forget,
     row_to_impression,
 )
 
@@ -93,7 +98,23 @@ CREATE TABLE IF NOT EXISTS impressions (
 );
 ALTER TABLE impressions ADD COLUMN IF NOT EXISTS teams TEXT;
 CREATE INDEX IF NOT EXISTS impressions_time ON impressions (ts);
+CREATE INDEX IF NOT EXISTS impressions_user ON impressions (user_id);
+CREATE TABLE IF NOT EXISTS forget_requests (
+    request_id TEXT PRIMARY KEY,
+    ts DOUBLE PRECISION NOT NULL,
+    requested_by TEXT NOT NULL,
+    events BIGINT NOT NULL,
+    impressions BIGINT NOT NULL,
+    first_offset BIGINT NOT NULL,
+    last_offset BIGINT NOT NULL,
+    versions TEXT NOT NULL
+);
 """
+# The newest offset given out: the last event's, or a forgotten one's after it (base.OFFSET_FLOOR).
+_LAST_OFFSET = (
+    "SELECT GREATEST((SELECT COALESCE(MAX(log_offset), 0) FROM events),"
+    " COALESCE((SELECT value FROM meta WHERE key = 'offset_floor'), 0))"
+)
 # JSON, not JSONB: JSONB reorders an object's keys, and an item's text lists its attributes in order.
 _EVENT_COLUMNS = "log_offset, user_id, item_id, event_type, ts, value, event_id, context"
 _EVENT_TYPES = ["int8", "text", "text", "text", "float8", "float8", "text", "json"]  # binary COPY
@@ -217,6 +238,13 @@ class PostgresDatabase:
         rows = self.query("SELECT value FROM meta WHERE key = %s", (key,))
         return int(rows[0][0]) if rows else 0
 
+    def scrub(self) -> None:
+        """VACUUM the tables a forget deletes from, so their dead rows' space is reclaimed (it cannot
+        run inside a transaction; PostgreSQL's own WAL and backups are the operator's to rotate)."""
+        with self._lock:
+            for table in ("events", "impressions"):
+                self._conn.execute(sql.SQL("VACUUM {}").format(sql.Identifier(table)))
+
     def close(self) -> None:
         with self._lock:
             with self._pool_lock:
@@ -251,7 +279,7 @@ class PostgresEventLog(EventLog):
         with _refusing_nul(), self.db.transaction() as conn:
             conn.execute(_WRITE_LOCK, (LOCK_SPACE,))
             # A statement of its own, after the lock: its snapshot includes the last writer's commit.
-            before = conn.execute("SELECT COALESCE(MAX(log_offset), 0) FROM events").fetchone()[0]
+            before = conn.execute(_LAST_OFFSET).fetchone()[0]
             ids = [e.event_id for e in events if e.event_id is not None]
             known: set[str] = set()
             if ids:
@@ -290,7 +318,7 @@ class PostgresEventLog(EventLog):
         return AppendResult(accepted, duplicates, before + 1, before + accepted)
 
     def last_offset(self) -> int:
-        return self.db.query("SELECT COALESCE(MAX(log_offset), 0) FROM events")[0][0]
+        return self.db.query(_LAST_OFFSET)[0][0]
 
     def read_after(self, offset: int, limit: int | None = None) -> list[LoggedEvent]:
         rows = self.db.query(
@@ -352,10 +380,10 @@ class PostgresEventLog(EventLog):
         return SequenceTable.from_rows(rows)
 
     def stats(self) -> dict[str, object]:
-        (events, last, first_ts, last_ts, users, items) = self.db.query(
-            "SELECT COUNT(*), COALESCE(MAX(log_offset), 0), MIN(ts), MAX(ts),"
-            " COUNT(DISTINCT user_id), COUNT(DISTINCT item_id) FROM events"
+        (events, first_ts, last_ts, users, items) = self.db.query(
+            "SELECT COUNT(*), MIN(ts), MAX(ts), COUNT(DISTINCT user_id), COUNT(DISTINCT item_id) FROM events"
         )[0]
+        last = self.last_offset()
         types = dict(self.db.query("SELECT event_type, COUNT(*) FROM events GROUP BY event_type"))
         untimed = self.db.counter("events_without_timestamp")
         return {
@@ -375,6 +403,34 @@ class PostgresEventLog(EventLog):
                 else "by (timestamp, offset)"
             ),
         }
+
+    def forget(self, user_id: str) -> tuple[int, int, int]:
+        with self.db.transaction() as conn:
+            conn.execute(_WRITE_LOCK, (LOCK_SPACE,))  # no append numbers a batch while the floor moves
+            count, first, last = conn.execute(
+                "SELECT COUNT(*), COALESCE(MIN(log_offset), 0), COALESCE(MAX(log_offset), 0) FROM events"
+                " WHERE user_id = %s",
+                (user_id,),
+            ).fetchone()
+            if count:
+                newest = conn.execute(_LAST_OFFSET).fetchone()[0]
+                conn.execute(
+                    "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    (OFFSET_FLOOR, newest),
+                )
+                conn.execute("DELETE FROM events WHERE user_id = %s", (user_id,))
+        return count, first, last
+
+    def record_forget(self, record: ForgetRecord) -> None:
+        marks = ", ".join(["%s"] * (FORGET_COLUMNS.count(",") + 1))
+        with _refusing_nul(), self.db.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO forget_requests ({FORGET_COLUMNS}) VALUES ({marks})", forget_row(record)
+            )
+
+    def forget_records(self) -> list[ForgetRecord]:
+        rows = self.db.query(f"SELECT {FORGET_COLUMNS} FROM forget_requests ORDER BY ts, request_id")
+        return [row_to_forget(row) for row in rows]
 
     def close(self) -> None:
         self.db.close()
@@ -491,6 +547,10 @@ class PostgresImpressionLog(ImpressionLog):
         where = "ts >= %s AND ts < %s ORDER BY ts, request_id"
         rows = self.db.query(f"SELECT {IMPRESSION_COLUMNS} FROM impressions WHERE {where}", (start, end))
         return [row_to_impression(row) for row in rows]
+
+    def forget(self, user_id: str) -> int:
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM impressions WHERE user_id = %s", (user_id,)).rowcount
 
     def __len__(self) -> int:
         return self.db.query("SELECT COUNT(*) FROM impressions")[0][0]

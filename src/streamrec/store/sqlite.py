@@ -20,15 +20,20 @@ from streamrec.events import Event
 from streamrec.items import Item
 from streamrec.store.base import (
     CATALOG_REVISION,
+    FORGET_COLUMNS,
     IMPRESSION_COLUMNS,
+    OFFSET_FLOOR,
     AppendResult,
     Catalog,
     EventLog,
+    ForgetRecord,
     Impression,
     ImpressionLog,
     LoggedEvent,
     SequenceTable,
+    forget_row,
     impression_row,
+    row_to_forget,
     row_to_impression,
 )
 
@@ -68,7 +73,23 @@ CREATE TABLE IF NOT EXISTS impressions (
     teams TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS impressions_time ON impressions (ts);
+CREATE INDEX IF NOT EXISTS impressions_user ON impressions (user_id);
+CREATE TABLE IF NOT EXISTS forget_requests (
+    request_id TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    requested_by TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    impressions INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    versions TEXT NOT NULL
+);
 """
+# The newest offset given out: the last event's, or a forgotten one's after it (base.OFFSET_FLOOR).
+_LAST_OFFSET = (
+    "SELECT MAX((SELECT COALESCE(MAX(offset), 0) FROM events),"
+    " COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'offset_floor'), 0))"
+)
 _EVENT_COLUMNS = "offset, user_id, item_id, event_type, ts, value, event_id, context"
 
 
@@ -91,6 +112,8 @@ class SQLiteDatabase:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
         self._conn.execute("PRAGMA busy_timeout=30000")
+        # Deleted rows (a forgotten user's) are overwritten with zeros, not left in free pages.
+        self._conn.execute("PRAGMA secure_delete=ON")
         # Index pages of a large log stay cached: appends to the (user, time) index are random.
         self._conn.execute("PRAGMA cache_size=-131072")
         self._conn.executescript(_SCHEMA)
@@ -156,6 +179,11 @@ class SQLiteDatabase:
         rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
         return int(rows[0][0]) if rows else 0
 
+    def scrub(self) -> None:
+        """Copy the WAL (which still holds the pages as they were) into the file and empty it."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def close(self) -> None:
         with self._lock:
             for connection in self._reader_connections:
@@ -193,13 +221,23 @@ class SQLiteEventLog(EventLog):
             for e in events
         ]
         with self.db.transaction() as conn:
-            before = conn.execute("SELECT COALESCE(MAX(offset), 0) FROM events").fetchone()[0]
+            before = conn.execute(_LAST_OFFSET).fetchone()[0]
+            # After the newest events were forgotten, a placeholder row at the newest offset given
+            # makes SQLite number this batch after it (a rowid is the largest one plus one).
+            placeholder = conn.execute("SELECT COALESCE(MAX(offset), 0) FROM events").fetchone()[0] < before
+            if placeholder:
+                conn.execute(
+                    "INSERT INTO events (offset, user_id, item_id, event_type, ts) VALUES (?, '', '', '', 0)",
+                    (before,),
+                )
             cursor = conn.executemany(
                 "INSERT OR IGNORE INTO events (user_id, item_id, event_type, ts, value, event_id, context)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             accepted = cursor.rowcount
+            if placeholder:
+                conn.execute("DELETE FROM events WHERE offset = ?", (before,))
             duplicates = len(rows) - accepted
             if duplicates:
                 self.db.add_to_counter(conn, "duplicates", duplicates)
@@ -210,7 +248,7 @@ class SQLiteEventLog(EventLog):
         return AppendResult(accepted, duplicates, before + 1, before + accepted)
 
     def last_offset(self) -> int:
-        return self.db.query("SELECT COALESCE(MAX(offset), 0) FROM events")[0][0]
+        return self.db.query(_LAST_OFFSET)[0][0]
 
     def read_after(self, offset: int, limit: int | None = None) -> list[LoggedEvent]:
         rows = self.db.query(
@@ -270,9 +308,8 @@ class SQLiteEventLog(EventLog):
         return SequenceTable.from_rows(rows)
 
     def stats(self) -> dict[str, object]:
-        (events, last, first_ts, last_ts) = self.db.query(
-            "SELECT COUNT(*), COALESCE(MAX(offset), 0), MIN(ts), MAX(ts) FROM events"
-        )[0]
+        (events, first_ts, last_ts) = self.db.query("SELECT COUNT(*), MIN(ts), MAX(ts) FROM events")[0]
+        last = self.last_offset()
         users = self.db.query("SELECT COUNT(*) FROM (SELECT DISTINCT user_id FROM events)")[0][0]
         items = self.db.query("SELECT COUNT(DISTINCT item_id) FROM events")[0][0]
         types = dict(self.db.query("SELECT event_type, COUNT(*) FROM events GROUP BY event_type"))
@@ -294,6 +331,33 @@ class SQLiteEventLog(EventLog):
                 else "by (timestamp, offset)"
             ),
         }
+
+    def forget(self, user_id: str) -> tuple[int, int, int]:
+        with self.db.transaction() as conn:
+            count, first, last = conn.execute(
+                "SELECT COUNT(*), COALESCE(MIN(offset), 0), COALESCE(MAX(offset), 0) FROM events"
+                " WHERE user_id = ?",
+                (user_id,),
+            ).fetchone()
+            if count:
+                newest = conn.execute(_LAST_OFFSET).fetchone()[0]
+                conn.execute(
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (OFFSET_FLOOR, str(newest)),
+                )
+                conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,))
+        return count, first, last
+
+    def record_forget(self, record: ForgetRecord) -> None:
+        marks = ", ".join("?" * (FORGET_COLUMNS.count(",") + 1))
+        with self.db.transaction() as conn:
+            conn.execute(
+                f"INSERT INTO forget_requests ({FORGET_COLUMNS}) VALUES ({marks})", forget_row(record)
+            )
+
+    def forget_records(self) -> list[ForgetRecord]:
+        rows = self.db.query(f"SELECT {FORGET_COLUMNS} FROM forget_requests ORDER BY ts, request_id")
+        return [row_to_forget(row) for row in rows]
 
     def close(self) -> None:
         self.db.close()
@@ -382,6 +446,10 @@ class SQLiteImpressionLog(ImpressionLog):
         where = "ts >= ? AND ts < ? ORDER BY ts, request_id"
         rows = self.db.query(f"SELECT {IMPRESSION_COLUMNS} FROM impressions WHERE {where}", (start, end))
         return [row_to_impression(row) for row in rows]
+
+    def forget(self, user_id: str) -> int:
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,)).rowcount
 
     def __len__(self) -> int:
         return self.db.query("SELECT COUNT(*) FROM impressions")[0][0]

@@ -54,7 +54,7 @@ def train_and_register(
     ``rerank="lm"`` trains an LM reranker too, for ``rerank_minutes`` (defaults: the home's
     ``[model] rerank`` and ``rerank_minutes``).
     """
-    started = time.perf_counter()
+    started, wall = time.perf_counter(), time.time()
     config = replace(config, text_model=text_model)
     with home.open_store() as store:
         prepared = prepare(store)
@@ -83,6 +83,8 @@ def train_and_register(
     save, categories = saved_with_categories(
         home, fitted.model, prepared.items, text_model if uses_text else None, reranker, progress=progress
     )
+    if forgotten_since(home, wall):
+        raise ValueError("a user was forgotten while this fit ran, and it learned from them: train again")
     info = home.registry.add(
         save,
         prepared.items,
@@ -100,6 +102,13 @@ def train_and_register(
         },
     )
     return home.registry.promote(info.version) if promote else info
+
+
+def forgotten_since(home: Home, since: float) -> bool:
+    """Whether a user with events was forgotten after ``since`` (wall clock): a model whose data was
+    read before then may have learned from them, and the forget could not name it."""
+    with home.open_store() as store:
+        return any(record.timestamp >= since and record.events for record in store.log.forget_records())
 
 
 def fit_reranker(
@@ -172,7 +181,7 @@ def run_update(
     home: Home, *, strategy: str | None = None, promote: bool = True, progress: bool = True
 ) -> UpdateOutcome:
     """Learn the events after the live version's offset as a candidate, and promote it if it holds up."""
-    started = time.perf_counter()
+    started, wall = time.perf_counter(), time.time()
     settings = home.settings.update
     if strategy is not None:
         settings = replace_strategy(settings, strategy)
@@ -192,6 +201,10 @@ def run_update(
                 return UpdateOutcome(None, False, reason)
             model = SASRec.load(registry.path(live))
             prepared = prepare(store, last, vocabulary=registry.items(live), type_names=model.type_names)
+            fresh = sum(int((offsets > start).sum()) for offsets in prepared.offsets)
+            if fresh < settings.min_events:  # offsets of forgotten users' events count above, not here
+                reason = f"{fresh} new events since {live} (update.min_events is {settings.min_events})"
+                return UpdateOutcome(None, False, reason)
             model.item_texts = prepared.texts  # new items are judged as a text-tuned model would grow them
         text = None
         if info.text_model:  # the encoder is dropped once the texts are encoded, before the update
@@ -223,6 +236,11 @@ def run_update(
         save, categories = saved_with_categories(
             home, verdict.candidate, prepared.items, info.text_model, reranker
         )
+        if forgotten_since(home, wall):
+            reason = (
+                "a user it learned from was forgotten during the update; the next update learns without them"
+            )
+            return UpdateOutcome(None, False, reason)
         version = registry.add(
             save,
             prepared.items,

@@ -7,7 +7,8 @@ last attempt, whichever comes first (the latter only once at least
 After a rejected candidate it waits for a fresh trigger instead of retrying
 the same events at once. Every :data:`GUARD_SECONDS` it also runs the A/B
 test's guard (:func:`streamrec.experiments.guard`): the worker runs once per
-deployment, so the guard does too.
+deployment, so the guard does too. Once a forgotten user's oldest pending request is
+``privacy.unlearn_after_seconds`` old, it unlearns them (:func:`streamrec.privacy.unlearn`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from streamrec import experiments
 from streamrec.config import UpdateSettings
 from streamrec.home import Home, UpdateInProgress
+from streamrec.privacy import pending, unlearn
 from streamrec.training.continual import UpdateOutcome, run_update
 
 log = logging.getLogger("streamrec.worker")
@@ -80,6 +82,16 @@ def run_worker(
                 if stopped is not None:
                     log.warning(
                         "experiment %s stopped: arm b (%s) is significantly worse", stopped.id, stopped.b
+                    )
+            _, since = pending(store, registry)
+            if since is not None and time.time() - since >= home.settings.privacy.unlearn_after_seconds:
+                try:
+                    done = unlearn(home)
+                except UpdateInProgress as error:
+                    log.info("unlearning waits: %s", error)
+                else:
+                    log.warning(
+                        "unlearned: refit %s live, erased %s", done.refit or "-", ", ".join(done.erased)
                     )
             live = registry.live()
             if live is None and once:

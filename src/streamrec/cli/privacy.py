@@ -1,0 +1,74 @@
+"""A user's data rights: ``forget`` (erase them) and ``export-user`` (what the home holds)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+
+from streamrec.cli.common import existing_home, home_option, print_json
+
+
+def forget(args: argparse.Namespace) -> None:
+    from streamrec.privacy import forget_user, record_json
+
+    home = existing_home(args.home)
+    record = forget_user(home, args.user_id, requested_by=args.requested_by or f"cli:{getpass.getuser()}")
+    if args.json:
+        print_json(record_json(record))
+        return
+    if not record.events and not record.impressions:
+        print(f"no events of {args.user_id!r} in the log; the request {record.request_id} is recorded")
+        return
+    trained = ", ".join(record.versions) or "none"
+    print(
+        f"forgot {args.user_id!r}: {record.events:,} events, {record.impressions:,} impressions"
+        f" (offsets {record.first_offset}..{record.last_offset}); request {record.request_id}."
+        f" Model versions trained on them: {trained}"
+    )
+
+
+def export_user(args: argparse.Namespace) -> None:
+    from streamrec.privacy import export_user
+
+    with existing_home(args.home).open_store() as store:
+        for line in export_user(store, args.user_id):
+            print(json.dumps(line, ensure_ascii=False))
+
+
+def unlearn(args: argparse.Namespace) -> None:
+    from streamrec.privacy import pending, unlearn
+
+    home = existing_home(args.home)
+    with home.open_store() as store:
+        tainted, _ = pending(store, home.registry)
+    if not tainted:
+        print("no stored model version holds a forgotten user's data")
+        return
+    done = unlearn(home, progress=not args.quiet)
+    refit = f"{done.refit} (a refit without them) is live; " if done.refit else ""
+    print(f"{refit}erased {', '.join(done.erased) or 'nothing'} in {done.seconds:.1f} s")
+
+
+def add_commands(command) -> None:
+    erase = command(
+        "forget",
+        forget,
+        "Erase a user: their events and impressions leave the store; the request is recorded.",
+    )
+    erase.add_argument("user_id")
+    home_option(erase)
+    erase.add_argument("--requested-by", help="who asked, for the record (default: cli:<login name>)")
+    erase.add_argument("--json", action="store_true")
+
+    forget_models = command(
+        "unlearn",
+        unlearn,
+        "Refit without forgotten users if the live model learned from them; erase the rest.",
+    )
+    home_option(forget_models)
+    forget_models.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    export = command("export-user", export_user, "A user's events and what the home derived, as JSON lines.")
+    export.add_argument("user_id")
+    home_option(export)

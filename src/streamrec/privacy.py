@@ -1,0 +1,148 @@
+"""A user's data rights: forget them (erasure), and export what the home holds about them (access).
+
+**Forget** deletes the user's events and the impressions shown to them, and records the
+request, in one store transaction (a crash leaves the before or the after state), then
+scrubs the backend's files (SQLite: deleted rows are zeroed and the WAL emptied). Other
+events keep their offsets and no offset is ever given again, so every model version's
+``trained_through_offset`` still means what it meant. The record keeps when, who asked,
+how many rows went, the span of offsets they held and the model versions trained on any of
+them, never the user id nor the data. A forgotten user's later events start a fresh history.
+
+**Unlearn** replaces a live version that a forgotten user's events trained by a refit from
+scratch on the log without them (with the live version's model settings), promotes it, and
+then erases every version a forget names (weights and all: rollback cannot bring them back).
+``streamrec unlearn`` runs it now; the worker runs it once the oldest pending forget is
+``privacy.unlearn_after_seconds`` old, so forgets close together share one refit.
+
+**Export** gives the user's events and what the home derived from them (event counts by
+type, recent items, top categories) as JSON lines.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from streamrec.faults import FORGET_CRASH_POINT, crash_point
+from streamrec.home import Home
+from streamrec.registry import Registry
+from streamrec.store import Store
+from streamrec.store.base import ForgetRecord
+
+RECENT_ITEMS = 20
+TOP_CATEGORIES = 5
+
+
+def forget_user(home: Home, user_id: str, *, requested_by: str) -> ForgetRecord:
+    """Erase ``user_id`` from the home's store; see the module docstring."""
+    versions = home.registry.versions()
+
+    def trained_on(first: int) -> list[str]:
+        return [v.version for v in versions if v.trained_through_offset >= first]
+
+    with home.open_store() as store:
+        return forget_in(store, user_id, requested_by, trained_on)
+
+
+def forget_in(
+    store: Store, user_id: str, requested_by: str, trained_on: Callable[[int], Iterable[str]]
+) -> ForgetRecord:
+    """Forget ``user_id`` in ``store``; ``trained_on(first_offset)`` names the versions that learned
+    any event from that offset on."""
+    if not user_id:
+        raise ValueError("user_id: must not be empty")
+    with store.transaction():
+        events, first, last = store.log.forget(user_id)
+        crash_point(FORGET_CRASH_POINT)
+        impressions = store.impressions.forget(user_id)
+        record = ForgetRecord(
+            uuid.uuid4().hex,
+            time.time(),
+            requested_by,
+            events,
+            impressions,
+            first,
+            last,
+            tuple(trained_on(first)) if events else (),
+        )
+        store.log.record_forget(record)
+    store.database.scrub()
+    return record
+
+
+@dataclass
+class Unlearned:
+    """What :func:`unlearn` did: the clean version it made live (None when the live one was clean)."""
+
+    refit: str | None
+    erased: list[str]
+    seconds: float
+
+
+def pending(store: Store, registry: Registry) -> tuple[list[str], float | None]:
+    """The stored versions a forget names, and when the oldest of those forgets was asked."""
+    records = store.log.forget_records()
+    stored = {info.version for info in registry.versions()}
+    waiting = [r for r in records if stored & set(r.versions)]
+    names = sorted({v for r in waiting for v in r.versions} & stored)
+    return names, min((r.timestamp for r in waiting), default=None)
+
+
+def unlearn(home: Home, *, progress: bool = False) -> Unlearned:
+    """Refit if the live version learned from a forgotten user, then erase every version that did."""
+    from streamrec.models.sasrec import SASRec
+    from streamrec.text.encoder import DEFAULT_TEXT_MODEL
+    from streamrec.training.continual import train_and_register
+
+    started = time.perf_counter()
+    with home.update_lock():  # no update may start from a version about to go
+        registry, refit = home.registry, None
+        with home.open_store() as store:
+            tainted, _ = pending(store, registry)
+        live = registry.live()
+        if live in tainted:
+            info = registry.get(live)
+            config = SASRec.load(registry.path(live)).config
+            clean = train_and_register(
+                home,
+                config,
+                text_model=info.text_model or DEFAULT_TEXT_MODEL,
+                rerank="lm" if info.reranker else "none",
+                rerank_minutes=info.reranker.get("minutes"),
+                progress=progress,
+            )
+            refit = clean.version
+        erased = registry.erase(tainted)
+    return Unlearned(refit, erased, round(time.perf_counter() - started, 2))
+
+
+def record_json(record: ForgetRecord) -> dict[str, Any]:
+    return {**asdict(record), "versions": list(record.versions)}
+
+
+def export_user(store: Store, user_id: str) -> Iterator[dict[str, Any]]:
+    """The user's events (oldest first, as stored), then one ``derived`` line; ``LookupError``
+    when the log holds no event of theirs."""
+    logged = store.log.user_events(user_id)
+    if not logged:
+        raise LookupError(f"no events of user {user_id!r}")
+    for entry in logged:
+        yield {"kind": "event", "offset": entry.offset, **asdict(entry.event)}
+    categories: Counter[str] = Counter()
+    for entry in logged:
+        item = store.catalog.get(entry.event.item_id)
+        categories[item.category if item and item.category else "(none)"] += 1
+    yield {
+        "kind": "derived",
+        "user_id": user_id,
+        "events": len(logged),
+        "event_types": dict(Counter(entry.event.event_type for entry in logged)),
+        "recent_items": [entry.event.item_id for entry in logged[-RECENT_ITEMS:]][::-1],
+        "top_categories": [
+            {"category": name, "events": n} for name, n in categories.most_common(TOP_CATEGORIES)
+        ],
+    }
