@@ -75,7 +75,7 @@ def run_unlearn_benchmark(
     *,
     out: Path,
     canaries: int = 10,
-    repeats: int = 8,
+    repeats: int = 25,
     users: int = 1000,
     items: int = 400,
     events_per_user: int = 20,

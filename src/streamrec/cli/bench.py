@@ -175,6 +175,7 @@ def unlearn(args: argparse.Namespace) -> None:
     result = run_unlearn_benchmark(
         out=args.out,
         canaries=args.canaries,
+        repeats=args.repeats,
         users=args.users,
         items=args.items,
         events_per_user=args.events_per_user,
@@ -370,6 +371,7 @@ def add_commands(command) -> None:
         "unlearn", unlearn, "Canary users: what a model keeps of them after forget + unlearn."
     )
     forgets.add_argument("--canaries", type=int, default=10, help="canary users planted")
+    forgets.add_argument("--repeats", type=int, default=25, help="times each canary goes A → B")
     synthetic_options(forgets, users=1000, events_per_user=20, out="results/unlearn-synthetic.json")
 
     varied = benchmark("diversity", diversity, "NDCG@10 against intra-list diversity per λ (synthetic).")

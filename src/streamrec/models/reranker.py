@@ -20,14 +20,12 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import peft
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -35,8 +33,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from streamrec.models.base import Scorer
-from streamrec.models.text_tuner import LORA_TARGETS
-from streamrec.text.encoder import resolve_model_path
+from streamrec.models.text_tuner import lora_language_model
 
 CANDIDATES = 20  # the recommender's top items a request re-scores
 HISTORY_ITEMS = 5  # the user's newest items the cross-encoder reads, newest first
@@ -54,17 +51,8 @@ class CrossEncoder(nn.Module):
 
     def __init__(self, model: str, *, rank: int = 8, alpha: int = 16, max_tokens: int = MAX_TOKENS) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-        path = resolve_model_path(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer, self.encoder = lora_language_model(model, rank=rank, alpha=alpha)
         self.max_tokens = max_tokens
-        config = peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, lora_dropout=0.0)
-        with warnings.catch_warnings():  # peft asks transformers a deprecated question: not ours to fix
-            warnings.simplefilter("ignore", FutureWarning)
-            self.encoder = peft.get_peft_model(AutoModel.from_pretrained(path), config)  # base frozen
         self.head = nn.Linear(self.encoder.config.hidden_size, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

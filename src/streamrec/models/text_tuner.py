@@ -16,6 +16,7 @@ language model for a known item.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import peft
 import torch
@@ -29,6 +30,22 @@ from streamrec.text.encoder import resolve_model_path
 LORA_TARGETS = ["query", "value"]
 
 
+def lora_language_model(model: str, *, rank: int, alpha: int) -> tuple[Any, nn.Module]:
+    """The packaged language model's tokenizer, and the model with LoRA adapters on its attention
+    (its own weights frozen)."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    path = resolve_model_path(model)
+    config = peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, lora_dropout=0.0)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question: not ours to fix
+        warnings.simplefilter("ignore", FutureWarning)
+        return AutoTokenizer.from_pretrained(path), peft.get_peft_model(
+            AutoModel.from_pretrained(path), config
+        )
+
+
 class TextTuner(nn.Module):
     """``forward(codes)``: unit-norm text vectors of those items, differentiable in the LoRA weights.
 
@@ -40,17 +57,8 @@ class TextTuner(nn.Module):
         self, model: str, texts: list[str], *, rank: int = 8, alpha: int = 16, max_tokens: int = 64
     ) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()
-        path = resolve_model_path(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer, self.encoder = lora_language_model(model, rank=rank, alpha=alpha)
         self.max_tokens = max_tokens
-        config = peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS, lora_dropout=0.0)
-        with warnings.catch_warnings():  # peft asks transformers a deprecated question: not ours to fix
-            warnings.simplefilter("ignore", FutureWarning)
-            self.encoder = peft.get_peft_model(AutoModel.from_pretrained(path), config)  # base frozen
         self.register_buffer("token_ids", torch.zeros(0, max_tokens, dtype=torch.int32), persistent=False)
         self.register_buffer("token_mask", torch.zeros(0, max_tokens, dtype=torch.int8), persistent=False)
         self.set_texts(texts)
