@@ -11,8 +11,10 @@ product's path (``streamrec train``):
 3. **never**: a home that never held the canaries, trained with another seed (what a model
    that never saw them ranks, seed noise included).
 
-Each model ranks B_c after the session ``[A_c]`` (``Runtime.recommend_session``, the
-server's path); the result gives the three rank distributions.
+Each model ranks B_c after the session ``A_c, B_c, A_c, B_c, A_c`` (the canary's own
+pattern; ``Runtime.recommend_session``, the server's path, nothing excluded); the result gives
+the three rank distributions. A model that never saw a canary ranks B_c only as it ranks any
+item a user has just met twice.
 """
 
 from __future__ import annotations
@@ -51,12 +53,14 @@ def _canary_events(pairs: list[tuple[str, str]], repeats: int, start: float) -> 
 
 
 def _ranks(home: Path, pairs: list[tuple[str, str]]) -> list[int]:
-    """1-based rank of B_c among every item after the session [A_c] (A_c itself excluded)."""
+    """1-based rank of B_c among every item after the session A_c, B_c, A_c, B_c, A_c (the
+    canary's own pattern; nothing excluded, so B_c can rank)."""
     with Runtime.open(home) as runtime:
         n = len(runtime.loaded.items)
         ranks = []
         for a, b in pairs:
-            shown = [entry["item_id"] for entry in runtime.recommend_session([a], n)["items"]]
+            answer = runtime.recommend_session([a, b, a, b, a], n, exclude_seen=False)
+            shown = [entry["item_id"] for entry in answer["items"]]
             ranks.append(shown.index(b) + 1 if b in shown else n)
     return ranks
 
@@ -127,8 +131,8 @@ def run_unlearn_benchmark(
         "command": command,
         "data": {"users": users, "items": items, "events": len(events), "seed": seed},
         "canaries": {"users": canaries, "repeats": repeats, "events": len(planted), "pairs": pairs},
-        "protocol": "rank (1 = best, of every item) of B_c after the session [A_c], through"
-        " Runtime.recommend_session; before: trained with the canaries; after: each forgotten, then"
+        "protocol": "rank (1 = best, of every item) of B_c after the session A_c,B_c,A_c,B_c,A_c, through"
+        " Runtime.recommend_session (seen items not excluded); before: trained with the canaries; after: each forgotten, then"
         " unlearned (a refit without them); never: a home that never held them, another seed",
         "catalogue_items": n_items,
         "before": _summary(before),
