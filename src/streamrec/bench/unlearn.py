@@ -133,7 +133,8 @@ def run_unlearn_benchmark(
         "canaries": {"users": canaries, "repeats": repeats, "events": len(planted), "pairs": pairs},
         "protocol": "rank (1 = best, of every item) of B_c after the session A_c,B_c,A_c,B_c,A_c, through"
         " Runtime.recommend_session (seen items not excluded); before: trained with the canaries;"
-        " after: each forgotten, then unlearned (a refit without them); never: a home that never held them, another seed",
+        " after: each forgotten, then unlearned (a refit without them); never: a home that never held"
+        " them, another seed",
         "catalogue_items": n_items,
         "before": _summary(before),
         "after": _summary(after),
