@@ -23,7 +23,9 @@ best weights; rank 0's weights come back.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -219,3 +221,9 @@ def _train_rank(
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    # Gloo's worker threads can still abort the interpreter's own teardown ("terminate called without
+    # an active exception", SIGABRT at exit: twice in CI, after the barrier above): the rank's work is
+    # on disk, so it leaves without that teardown. A rank that failed raises above, for spawn to report.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
