@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +38,13 @@ def main() -> None:
             record = forget_user(home, user, requested_by="scripts/time_forget.py")
             seconds = time.perf_counter() - started
             timed.append({"events": events, "seconds": round(seconds, 4), "versions": list(record.versions)})
-    result = {"home_events": stats["events"], "home_users": stats["users"], "forgets": timed}
+    command = " ".join(["python", *sys.argv])
+    result = {
+        "command": command,
+        "home_events": stats["events"],
+        "home_users": stats["users"],
+        "forgets": timed,
+    }
     print(json.dumps(result, indent=2))
 
 
