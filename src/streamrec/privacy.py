@@ -39,13 +39,14 @@ TOP_CATEGORIES = 5
 
 def forget_user(home: Home, user_id: str, *, requested_by: str) -> ForgetRecord:
     """Erase ``user_id`` from the home's store; see the module docstring."""
-    versions = home.registry.versions()
-
-    def trained_on(first: int) -> list[str]:
-        return [v.version for v in versions if v.trained_through_offset >= first]
-
     with home.open_store() as store:
-        return forget_in(store, user_id, requested_by, trained_on)
+        return forget_in(store, user_id, requested_by, trained_since(home.registry))
+
+
+def trained_since(registry: Registry) -> Callable[[int], list[str]]:
+    """For :func:`forget_in`: the stored versions whose training reached a given log offset."""
+    versions = registry.versions()
+    return lambda first: [v.version for v in versions if v.trained_through_offset >= first]
 
 
 def forget_in(

@@ -43,7 +43,7 @@ from streamrec.models.categories import CategoryHead
 from streamrec.models.reranker import CANDIDATES as RERANK_CANDIDATES
 from streamrec.models.reranker import HISTORY_ITEMS, LMReranker
 from streamrec.models.sasrec import SASRec
-from streamrec.privacy import forget_in
+from streamrec.privacy import forget_in, trained_since
 from streamrec.registry import Registry, VersionInfo
 from streamrec.serving.cache import ResultCache
 from streamrec.serving.rerank import because, candidates_for, mmr
@@ -407,12 +407,7 @@ class Runtime:
 
     def forget_user(self, user_id: str, requested_by: str) -> ForgetRecord:
         """Erase the user from the store (:mod:`streamrec.privacy`) and drop every cached answer."""
-        versions = self.registry.versions()
-
-        def trained_on(first: int) -> list[str]:
-            return [v.version for v in versions if v.trained_through_offset >= first]
-
-        record = forget_in(self.store, user_id, requested_by, trained_on)
+        record = forget_in(self.store, user_id, requested_by, trained_since(self.registry))
         self.loaded.answers.clear()
         return record
 

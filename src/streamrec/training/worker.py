@@ -89,6 +89,8 @@ def run_worker(
                     done = unlearn(home)
                 except UpdateInProgress as error:
                     log.info("unlearning waits: %s", error)
+                except ValueError as error:  # a user was forgotten during the refit: the next poll retries
+                    log.warning("unlearning retries: %s", error)
                 else:
                     log.warning(
                         "unlearned: refit %s live, erased %s", done.refit or "-", ", ".join(done.erased)
