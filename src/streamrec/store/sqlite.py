@@ -221,10 +221,14 @@ class SQLiteEventLog(EventLog):
             for e in events
         ]
         with self.db.transaction() as conn:
-            before = conn.execute(_LAST_OFFSET).fetchone()[0]
+            top, floor = conn.execute(
+                "SELECT (SELECT COALESCE(MAX(offset), 0) FROM events),"
+                f" COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{OFFSET_FLOOR}'), 0)"
+            ).fetchone()
+            before = max(top, floor)
             # After the newest events were forgotten, a placeholder row at the newest offset given
             # makes SQLite number this batch after it (a rowid is the largest one plus one).
-            placeholder = conn.execute("SELECT COALESCE(MAX(offset), 0) FROM events").fetchone()[0] < before
+            placeholder = top < before
             if placeholder:
                 conn.execute(
                     "INSERT INTO events (offset, user_id, item_id, event_type, ts) VALUES (?, '', '', '', 0)",
