@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from streamrec.faults import CRASH_AT, FORGET_CRASH_POINT
 from streamrec.home import Home
 from streamrec.items import validate_item
 from streamrec.models.sasrec import SASRecConfig
+from streamrec.privacy import pending, purge_expired
 from streamrec.serving.app import create_app
 from streamrec.store import Impression, open_store
 from streamrec.training.continual import train_and_register
@@ -135,3 +137,88 @@ def test_unlearn_refits_without_them_and_erases_every_version_that_saw_them(
         registry.rollback()  # nothing that saw them can come back
     assert main(["unlearn", "--home", str(home)]) == 0
     assert "no stored model version holds" in capsys.readouterr().out
+
+
+PSEUDONYM_KEY = "a-test-key-for-pseudonyms-0123456789"
+
+
+def test_a_pseudonymised_home_never_stores_a_user_id_yet_answers_by_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, sim = tmp_path / "home", tmp_path / "sim"
+    home.mkdir()
+    (home / "streamrec.toml").write_text('[privacy]\npseudonymise_users = true\ncontext_fields = ["page"]\n')
+    monkeypatch.setenv("STREAMREC_PRIVACY__PSEUDONYM_KEY", PSEUDONYM_KEY)
+    assert main(["simulate", "--out", str(sim), "--users", "30", "--items", "40", "--events", "900"]) == 0
+    with (sim / "events.jsonl").open("a") as events:  # the file path in: ingest
+        for event in planted_events(USER):
+            record = {
+                **asdict(event),
+                "event_id": f"e{event.timestamp}",
+                "context": {"page": "home", "ip": "10.77.1.2"},
+            }
+            events.write(json.dumps(record) + "\n")
+    assert main(["ingest", str(sim), "--home", str(home), "--quiet"]) == 0
+    config = SASRecConfig(hidden=16, layers=1, max_len=20, epochs=1, batch_size=64)
+    train_and_register(Home.open(home), config, text_model="all-MiniLM-L6-v2", progress=False)
+    with TestClient(create_app(home, api_key=KEY)) as client:
+        later = {"user_id": USER, "item_id": "item-9", "event_type": "click", "context": {"ip": "10.77.1.2"}}
+        assert client.post("/events", json=[later], headers=ADMIN).status_code == 200  # the HTTP path in
+        answer = client.get(f"/recommend/{USER}").json()
+        assert answer["source"] == "model" and answer["user_id"] == USER  # their history, by their id
+        assert client.get(f"/users/{USER}/profile").json()["events_read"] == 7
+        assert client.get("/search", params={"q": "item", "user_id": USER}).status_code == 200
+        exported = [
+            json.loads(line)
+            for line in client.get(f"/admin/users/{USER}/export", headers=ADMIN).text.splitlines()
+        ]
+        events = exported[:-1]
+        assert len(events) == 7 and {e["user_id"] for e in events} == {
+            Home.open(home).settings.privacy.user_key()(USER)
+        }
+        assert events[0]["context"] == {"page": "home"} and events[-1]["context"] is None  # ip never kept
+        client.app.state.impressions.flush()
+        # Nothing of the home holds the id or the dropped context: not the log, impressions, models.
+        assert files_holding(home, USER.encode()) == [] and files_holding(home, b"10.77.1.2") == []
+        record = client.delete(f"/admin/users/{USER}", headers=ADMIN).json()
+        assert record["events"] == 7 and record["impressions"] >= 2  # the answers shown above
+
+    monkeypatch.setenv("STREAMREC_PRIVACY__PSEUDONYM_KEY", "another-key-of-enough-characters")
+    with pytest.raises(ValueError, match="not the key this store's user ids were pseudonymised with"):
+        Home.open(home).open_store()
+    monkeypatch.delenv("STREAMREC_PRIVACY__PSEUDONYM_KEY")
+    (home / "streamrec.toml").write_text("")
+    with pytest.raises(ValueError, match="this store's user ids are pseudonymised"):
+        Home.open(home).open_store()
+    with pytest.raises(ValueError, match="pseudonym_key: required when pseudonymise_users"):
+        Settings(privacy={"pseudonymise_users": True})
+    plain = make_home(tmp_path / "plain")  # events stored under plain ids: switching on would split them
+    (plain / "streamrec.toml").write_text("[privacy]\npseudonymise_users = true\n")
+    monkeypatch.setenv("STREAMREC_PRIVACY__PSEUDONYM_KEY", PSEUDONYM_KEY)
+    assert main(["stats", "--home", str(plain)]) == 2
+
+
+def test_retention_purges_expired_events_and_impressions_and_asks_no_unlearning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = make_home(tmp_path / "home")
+    config = SASRecConfig(hidden=16, layers=1, max_len=20, epochs=1, batch_size=64)
+    live = train_and_register(Home(home, Settings()), config, text_model="all-MiniLM-L6-v2", progress=False)
+    assert main(["purge", "--home", str(home)]) == 2  # neither --days nor retention_days: what expires?
+    (home / "streamrec.toml").write_text("[privacy]\nretention_days = 30\n")
+    cutoff = 1.7e9 + 3  # planted events 0, 1, 2 are older
+    with open_store(home) as store:
+        expired = [e for e in store.log.read_after(0) if e.event.timestamp < cutoff]
+        kept = [e.offset for e in store.log.read_after(0) if e.event.timestamp >= cutoff]
+    assert len(expired) >= 3
+
+    record = purge_expired(Home.open(home), now=cutoff + 30 * 86_400)
+    assert record is not None and record.requested_by == "retention"
+    assert (record.events, record.impressions, record.versions) == (len(expired), 1, (live.version,))
+    with open_store(home) as store:
+        assert [e.offset for e in store.log.read_after(0)] == kept  # the others keep their offsets
+        assert [r.request_id for r in store.log.forget_records()] == [record.request_id]
+        assert pending(store, Home.open(home).registry) == ([], None)  # a purge erases no version
+    assert purge_expired(Home.open(home), now=cutoff + 30 * 86_400) is None  # nothing more had expired
+    assert main(["purge", "--home", str(home)]) == 0  # now: every event is years older than 30 days
+    assert f"purged {len(kept):,} events" in capsys.readouterr().out

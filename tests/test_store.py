@@ -249,6 +249,20 @@ class StoreContract:
             assert (nothing.events, nothing.first_offset, nothing.versions) == (0, 0, ())
             assert len(store.log.forget_records()) == 2
 
+    def test_purge_before_erases_expired_events_and_impressions_and_keeps_other_offsets(
+        self, location: str
+    ) -> None:
+        with open_store(location) as store:
+            store.log.append([ev("u1", "a", 50), ev("u2", "b", 10), ev("u1", "c", 20), ev("u2", "d", 5)])
+            store.impressions.append([Impression("old", 9.0, "u1", "v1", "recommend", ("a",))])
+            store.impressions.append([Impression("new", 60.0, "u1", "v1", "recommend", ("a",))])
+            assert store.log.purge_before(20.0) == (2, 2, 4)  # ts 10 and 5 (offsets 2 and 4); 20 stays
+            assert store.impressions.purge_before(20.0) == 1
+            assert [(e.offset, e.event.timestamp) for e in store.log.read_after(0)] == [(1, 50.0), (3, 20.0)]
+            assert store.impressions.get("old") is None and store.impressions.get("new") is not None
+            assert store.log.last_offset() == 4 and store.log.append([ev("u3", "e", 70)]).first_offset == 5
+            assert store.log.purge_before(1.0) == (0, 0, 0)
+
     def test_concurrent_writer_processes_get_gap_free_offsets_and_each_event_once(
         self, location: str, tmp_path: Path
     ) -> None:

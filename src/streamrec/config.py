@@ -14,13 +14,23 @@ unknown key is an error naming it.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamrec.events import DEFAULT_EVENT_TYPES, EventSchema
+from streamrec.pseudonyms import MIN_KEY_CHARS, Pseudonymiser, as_stored
 
 SETTINGS_FILE = "streamrec.toml"
 
@@ -157,13 +167,43 @@ class ModelSettings(BaseModel):
 
 
 class PrivacySettings(BaseModel):
-    """How forgetting a user reaches the models (privacy.py)."""
+    """What the home keeps about users, for how long, and how forgetting reaches the models
+    (privacy.py, pseudonyms.py)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # The worker refits without forgotten users once the oldest pending forget is this old (forgets
     # close together share one refit); `streamrec unlearn` does it at once.
     unlearn_after_seconds: float = Field(3600.0, ge=0)
+    # Events (and impressions) older than this many days leave the store: the worker purges once
+    # every `purge_every_seconds`, `streamrec purge` at once. Unset: kept until their user is forgotten.
+    retention_days: float | None = Field(None, gt=0)
+    purge_every_seconds: float = Field(86_400.0, gt=0)
+    # The context keys an event keeps (request_id, the answer it responds to, always stays); others
+    # are dropped as the event is validated. Unset: every key.
+    context_fields: tuple[str, ...] | None = None
+    # Store a keyed hash of each user id instead of the id (pseudonyms.py); choose it before the
+    # first event. The key: at least 16 characters, best from STREAMREC_PRIVACY__PSEUDONYM_KEY.
+    pseudonymise_users: bool = False
+    pseudonym_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _key_when_pseudonymising(self) -> PrivacySettings:
+        if self.pseudonymise_users:
+            if self.pseudonym_key is None:
+                raise ValueError(
+                    "pseudonym_key: required when pseudonymise_users is true"
+                    " (set STREAMREC_PRIVACY__PSEUDONYM_KEY)"
+                )
+            if len(self.pseudonym_key.get_secret_value()) < MIN_KEY_CHARS:
+                raise ValueError(f"pseudonym_key: must be at least {MIN_KEY_CHARS} characters")
+        return self
+
+    def user_key(self) -> Callable[[str], str]:
+        """What a user id is stored (and looked up) as: its pseudonym, or itself."""
+        if not self.pseudonymise_users or self.pseudonym_key is None:
+            return as_stored
+        return Pseudonymiser(self.pseudonym_key.get_secret_value())
 
 
 class Settings(BaseSettings):
@@ -216,7 +256,12 @@ class Settings(BaseSettings):
         return DEFAULT_EVENT_TYPES + tuple(t for t in self.extra_event_types if t not in DEFAULT_EVENT_TYPES)
 
     def event_schema(self, *, allow_unknown_fields: bool = False) -> EventSchema:
-        return EventSchema(self.event_types, allow_unknown_fields)
+        return EventSchema(
+            self.event_types,
+            allow_unknown_fields,
+            user_key=self.privacy.user_key(),
+            context_fields=self.privacy.context_fields,
+        )
 
 
 def problems(error: ValidationError) -> str:

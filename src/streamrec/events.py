@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from streamrec.pseudonyms import as_stored
 
 DEFAULT_EVENT_TYPES: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase", "rating")
 FIELDS: tuple[str, ...] = (
@@ -134,15 +136,19 @@ def _identifier(record: Mapping[str, Any], name: str, where: str, *, required: b
 
 @dataclass(frozen=True)
 class EventSchema:
-    """What counts as a valid event: the allowed event types, and unknown-field policy.
+    """What counts as a valid event, and what of it is kept.
 
     ``event_types`` extends the defaults with names a deployment configures
     (for instance ``"wishlist"``); ``allow_unknown_fields`` lets files carry
-    extra columns that streamrec ignores.
+    extra columns that streamrec ignores. ``user_key`` turns a user id into what
+    is stored (a pseudonym, :mod:`streamrec.pseudonyms`); ``context_fields``, when
+    set, are the only context keys kept (besides ``request_id``).
     """
 
     event_types: tuple[str, ...] = DEFAULT_EVENT_TYPES
     allow_unknown_fields: bool = False
+    user_key: Callable[[str], str] = as_stored
+    context_fields: tuple[str, ...] | None = None
     _types: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -206,6 +212,12 @@ class EventSchema:
                 raise EventValidationError(
                     where, "context", f"must be a JSON object, got {type(context).__name__}"
                 )
+            if context and self.context_fields is not None:
+                context = {
+                    key: value
+                    for key, value in context.items()
+                    if key in self.context_fields or key == REQUEST_ID
+                }
         request_id = _identifier(record, REQUEST_ID, where, required=False)
         if request_id is not None:  # top level or in the context: stored in the context
             context = {**(context or {}), REQUEST_ID: request_id}
@@ -213,4 +225,4 @@ class EventSchema:
             raise EventValidationError(where, f"context.{REQUEST_ID}", "must be a string")
         if context is not None and len(json.dumps(context)) > MAX_CONTEXT_BYTES:
             raise EventValidationError(where, "context", f"is larger than {MAX_CONTEXT_BYTES} bytes")
-        return Event(user_id, item_id, event_type, timestamp, value, event_id, context or None)
+        return Event(self.user_key(user_id), item_id, event_type, timestamp, value, event_id, context or None)

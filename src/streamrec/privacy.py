@@ -14,8 +14,17 @@ then erases every version a forget names (weights and all: rollback cannot bring
 ``streamrec unlearn`` runs it now; the worker runs it once the oldest pending forget is
 ``privacy.unlearn_after_seconds`` old, so forgets close together share one refit.
 
+**Retention** (``privacy.retention_days``) erases the events and impressions older than that,
+the same way and with the same record (``requested_by = "retention"``); the worker purges on a
+schedule, ``streamrec purge`` at once. A purge does not unlearn: the versions trained on those
+events keep what they learned until a refit replaces them (a refit per daily purge would cost
+what continual learning saves).
+
 **Export** gives the user's events and what the home derived from them (event counts by
 type, recent items, top categories) as JSON lines.
+
+Minimisation at ingestion (``context_fields``, pseudonymised user ids) lives in
+:mod:`streamrec.events` and :mod:`streamrec.pseudonyms`.
 """
 
 from __future__ import annotations
@@ -29,18 +38,21 @@ from typing import Any
 
 from streamrec.faults import FORGET_CRASH_POINT, crash_point
 from streamrec.home import Home
+from streamrec.pseudonyms import as_stored
 from streamrec.registry import Registry
 from streamrec.store import Store
-from streamrec.store.base import ForgetRecord
+from streamrec.store.base import RETENTION, ForgetRecord
 
 RECENT_ITEMS = 20
+SECONDS_PER_DAY = 86_400
 TOP_CATEGORIES = 5
 
 
 def forget_user(home: Home, user_id: str, *, requested_by: str) -> ForgetRecord:
     """Erase ``user_id`` from the home's store; see the module docstring."""
     with home.open_store() as store:
-        return forget_in(store, user_id, requested_by, trained_since(home.registry))
+        stored_id = home.settings.privacy.user_key()(user_id)
+        return forget_in(store, stored_id, requested_by, trained_since(home.registry))
 
 
 def trained_since(registry: Registry) -> Callable[[int], list[str]]:
@@ -52,14 +64,49 @@ def trained_since(registry: Registry) -> Callable[[int], list[str]]:
 def forget_in(
     store: Store, user_id: str, requested_by: str, trained_on: Callable[[int], Iterable[str]]
 ) -> ForgetRecord:
-    """Forget ``user_id`` in ``store``; ``trained_on(first_offset)`` names the versions that learned
-    any event from that offset on."""
+    """Forget ``user_id`` (as stored: pseudonymised, if the home does) in ``store``;
+    ``trained_on(first_offset)`` names the versions that learned any event from that offset on."""
     if not user_id:
         raise ValueError("user_id: must not be empty")
+    return _erase(store, requested_by, trained_on, store.log.forget, store.impressions.forget, user_id)
+
+
+def purge_expired(home: Home, *, days: float | None = None, now: float | None = None) -> ForgetRecord | None:
+    """Erase the events and impressions older than ``days`` (default ``privacy.retention_days``), as
+    a forget erases a user's (one transaction, offsets kept, files scrubbed); recorded when anything
+    went. None when the home keeps events without a limit, or nothing had expired."""
+    days = home.settings.privacy.retention_days if days is None else days
+    if days is None:
+        return None
+    cutoff = (time.time() if now is None else now) - days * SECONDS_PER_DAY
+    with home.open_store() as store:
+        record = _erase(
+            store,
+            RETENTION,
+            trained_since(home.registry),
+            store.log.purge_before,
+            store.impressions.purge_before,
+            cutoff,
+            record_empty=False,
+        )
+    return record if record.events or record.impressions else None
+
+
+def _erase(
+    store: Store,
+    requested_by: str,
+    trained_on: Callable[[int], Iterable[str]],
+    delete_events: Callable[[Any], tuple[int, int, int]],
+    delete_impressions: Callable[[Any], int],
+    which: Any,
+    *,
+    record_empty: bool = True,
+) -> ForgetRecord:
+    """Delete ``which`` events and impressions and record it, in one transaction; then scrub."""
     with store.transaction():
-        events, first, last = store.log.forget(user_id)
+        events, first, last = delete_events(which)
         crash_point(FORGET_CRASH_POINT)
-        impressions = store.impressions.forget(user_id)
+        impressions = delete_impressions(which)
         record = ForgetRecord(
             uuid.uuid4().hex,
             time.time(),
@@ -70,7 +117,8 @@ def forget_in(
             last,
             tuple(trained_on(first)) if events else (),
         )
-        store.log.record_forget(record)
+        if record_empty or events or impressions:
+            store.log.record_forget(record)
     store.database.scrub()
     return record
 
@@ -88,7 +136,7 @@ def pending(store: Store, registry: Registry) -> tuple[list[str], float | None]:
     """The stored versions a forget names, and when the oldest of those forgets was asked."""
     records = store.log.forget_records()
     stored = {info.version for info in registry.versions()}
-    waiting = [r for r in records if stored & set(r.versions)]
+    waiting = [r for r in records if r.to_unlearn and stored & set(r.versions)]
     names = sorted({v for r in waiting for v in r.versions} & stored)
     return names, min((r.timestamp for r in waiting), default=None)
 
@@ -125,10 +173,12 @@ def record_json(record: ForgetRecord) -> dict[str, Any]:
     return {**asdict(record), "versions": list(record.versions)}
 
 
-def export_user(store: Store, user_id: str) -> Iterator[dict[str, Any]]:
-    """The user's events (oldest first, as stored), then one ``derived`` line; ``LookupError``
-    when the log holds no event of theirs."""
-    logged = store.log.user_events(user_id)
+def export_user(
+    store: Store, user_id: str, user_key: Callable[[str], str] = as_stored
+) -> Iterator[dict[str, Any]]:
+    """The user's events (oldest first, as stored: ``user_key(user_id)`` is their stored id), then
+    one ``derived`` line; ``LookupError`` when the log holds no event of theirs."""
+    logged = store.log.user_events(user_key(user_id))
     if not logged:
         raise LookupError(f"no events of user {user_id!r}")
     for entry in logged:

@@ -6,7 +6,7 @@ import argparse
 import getpass
 import json
 
-from streamrec.cli.common import existing_home, home_option, print_json
+from streamrec.cli.common import CommandError, existing_home, home_option, print_json
 
 
 def forget(args: argparse.Namespace) -> None:
@@ -31,8 +31,9 @@ def forget(args: argparse.Namespace) -> None:
 def export_user(args: argparse.Namespace) -> None:
     from streamrec.privacy import export_user
 
-    with existing_home(args.home).open_store() as store:
-        for line in export_user(store, args.user_id):
+    home = existing_home(args.home)
+    with home.open_store() as store:
+        for line in export_user(store, args.user_id, home.settings.privacy.user_key()):
             print(json.dumps(line, ensure_ascii=False))
 
 
@@ -48,6 +49,27 @@ def unlearn(args: argparse.Namespace) -> None:
     done = unlearn(home, progress=not args.quiet)
     refit = f"{done.refit} (a refit without them) is live; " if done.refit else ""
     print(f"{refit}erased {', '.join(done.erased) or 'nothing'} in {done.seconds:.1f} s")
+
+
+def purge(args: argparse.Namespace) -> None:
+    from streamrec.privacy import purge_expired, record_json
+
+    home = existing_home(args.home)
+    days = home.settings.privacy.retention_days if args.days is None else args.days
+    if days is None:
+        raise CommandError("how old is expired? pass --days, or set privacy.retention_days in streamrec.toml")
+    if days <= 0:
+        raise CommandError(f"--days: must be positive, got {days:g}")
+    record = purge_expired(home, days=days)
+    if args.json:
+        print_json(record_json(record) if record else None)
+    elif record is None:
+        print(f"nothing older than {days:g} days")
+    else:
+        print(
+            f"purged {record.events:,} events and {record.impressions:,} impressions older than {days:g} days"
+            f" (offsets {record.first_offset}..{record.last_offset}); request {record.request_id}"
+        )
 
 
 def add_commands(command) -> None:
@@ -68,6 +90,17 @@ def add_commands(command) -> None:
     )
     home_option(forget_models)
     forget_models.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    expire = command(
+        "purge",
+        purge,
+        "Erase events and impressions older than privacy.retention_days (the worker does daily).",
+    )
+    home_option(expire)
+    expire.add_argument(
+        "--days", type=float, help="erase what is older than this (default: privacy.retention_days)"
+    )
+    expire.add_argument("--json", action="store_true")
 
     export = command("export-user", export_user, "A user's events and what the home derived, as JSON lines.")
     export.add_argument("user_id")

@@ -126,6 +126,7 @@ def create_app(
             on_written=metrics.impressions_written.inc,
             on_dropped=metrics.impressions_dropped.inc,
             enabled=settings.server.record_impressions,
+            user_key=runtime.user_key,
         )
         app.state.updates = UpdateJobs(home)
         learner = WorkerProcess(home) if worker else None

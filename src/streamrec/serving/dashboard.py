@@ -121,7 +121,7 @@ def dashboard_user(
 ) -> dict[str, Any]:
     """A user's newest items (newest first) and what the live model recommends them now."""
     runtime: Runtime = request.app.state.runtime
-    recent = runtime.store.log.recent_items(user_id, RECENT_EVENTS)
+    recent = runtime.store.log.recent_items(runtime.user_key(user_id), RECENT_EVENTS)
     if not recent:
         raise HTTPException(404, f"no events of user {user_id!r}")
     return {

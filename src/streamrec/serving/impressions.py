@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from streamrec.pseudonyms import as_stored
 from streamrec.store import Impression, ImpressionLog
 
 FLUSH_SECONDS = 0.2
@@ -46,8 +47,10 @@ class ImpressionRecorder:
         on_written: Callable[[int], None] | None = None,
         on_dropped: Callable[[int], None] | None = None,
         enabled: bool = True,
+        user_key: Callable[[str], str] = as_stored,
     ) -> None:
         self.impressions = impressions
+        self.user_key = user_key  # impressions hold the user id as the events do (pseudonyms.py)
         self.enabled = enabled
         self.flush_seconds = flush_seconds
         self.on_written = on_written
@@ -67,6 +70,7 @@ class ImpressionRecorder:
             return {**answer, "request_id": request_id, "arm": arm}
         items = tuple(entry["item_id"] for entry in answer["items"])
         user, version = answer.get("user_id"), answer["model_version"]
+        user = self.user_key(user) if user else None
         impression = Impression(request_id, time.time(), user, version, surface, items, arm, teams)
         with self._lock:
             self._queue.append(impression)

@@ -30,7 +30,9 @@ def _shares(counts: Counter[str], total: int) -> list[dict[str, Any]]:
 
 def profile(runtime: Runtime, user_id: str) -> dict[str, Any]:
     """The user's profile; ``LookupError`` when the log has no event of theirs."""
-    events = [logged.event for logged in runtime.store.log.user_events(user_id, PROFILE_EVENTS)]
+    events = [
+        logged.event for logged in runtime.store.log.user_events(runtime.user_key(user_id), PROFILE_EVENTS)
+    ]
     if not events:
         raise LookupError(f"no events of user {user_id!r}")
     loaded = runtime.loaded

@@ -422,7 +422,10 @@ def export_user_data(user_id: UserIdPath, runtime: RuntimeDep) -> Response:
     """The user's events (oldest first), then one ``derived`` line (event counts, recent items,
     top categories), as JSON lines."""
     try:
-        lines = [json.dumps(line, ensure_ascii=False) for line in export_user(runtime.store, user_id)]
+        lines = [
+            json.dumps(line, ensure_ascii=False)
+            for line in export_user(runtime.store, user_id, runtime.user_key)
+        ]
     except LookupError as error:
         raise HTTPException(404, error.args[0]) from None
     return Response("\n".join(lines) + "\n", media_type=NDJSON)

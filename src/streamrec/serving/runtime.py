@@ -44,6 +44,7 @@ from streamrec.models.reranker import CANDIDATES as RERANK_CANDIDATES
 from streamrec.models.reranker import HISTORY_ITEMS, LMReranker
 from streamrec.models.sasrec import SASRec
 from streamrec.privacy import forget_in, trained_since
+from streamrec.pseudonyms import as_stored
 from streamrec.registry import Registry, VersionInfo
 from streamrec.serving.cache import ResultCache
 from streamrec.serving.rerank import because, candidates_for, mmr
@@ -158,14 +159,22 @@ class Runtime:
     """The live model plus the store, ready to answer.
 
     ``on_cache(hit)`` is told of every lookup in the per-user result cache (the server counts them).
+    ``user_key`` turns a user id a request names into the id the store holds (a pseudonym, when the
+    home's settings ask for them); answers show the id as asked.
     """
 
     def __init__(
-        self, store: Store, registry: Registry, *, on_cache: Callable[[bool], None] | None = None
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        on_cache: Callable[[bool], None] | None = None,
+        user_key: Callable[[str], str] = as_stored,
     ) -> None:
         self.store = store
         self.registry = registry
         self.on_cache = on_cache
+        self.user_key = user_key
         self._write_lock = threading.RLock()  # serialises swaps and upserts; readers never take it
         self._encode_lock = threading.Lock()  # fast tokenizers are not safe to share between threads
         self._encoders: dict[str, TextEncoder] = {}
@@ -179,7 +188,8 @@ class Runtime:
         opened = Home.open(home)
         if not opened.has_registry():
             raise FileNotFoundError(f"no model in {home}: run `streamrec train --home {home}` first")
-        return cls(opened.open_store(), opened.registry, on_cache=on_cache)
+        store = opened.open_store()
+        return cls(store, opened.registry, on_cache=on_cache, user_key=opened.settings.privacy.user_key())
 
     @property
     def home(self) -> Path:
@@ -407,7 +417,7 @@ class Runtime:
 
     def forget_user(self, user_id: str, requested_by: str) -> ForgetRecord:
         """Erase the user from the store (:mod:`streamrec.privacy`) and drop every cached answer."""
-        record = forget_in(self.store, user_id, requested_by, trained_since(self.registry))
+        record = forget_in(self.store, self.user_key(user_id), requested_by, trained_since(self.registry))
         self.loaded.answers.clear()
         return record
 
@@ -584,14 +594,15 @@ class Runtime:
         answers: list[dict[str, Any] | None] = [None] * len(requests)
         batched: list[tuple[int, tuple, np.ndarray]] = []  # (request, cache key, history) to score together
         for n, request in enumerate(requests):
-            key = (self.store.log.newest_offset(request.user_id), *dataclasses.astuple(request))
+            stored_id = self.user_key(request.user_id)
+            key = (self.store.log.newest_offset(stored_id), *dataclasses.astuple(request))
             answers[n] = loaded.answers.get(key)
             if self.on_cache is not None:
                 self.on_cache(answers[n] is not None)
             if answers[n] is not None:
                 continue
             # An event landing now only makes this answer fresher than its key: the next request misses.
-            recent = self.store.log.recent_items(request.user_id, loaded.model.config.max_len)
+            recent = self.store.log.recent_items(stored_id, loaded.model.config.max_len)
             history = np.array([loaded.index[i] for i in recent if i in loaded.index], dtype=np.int64)
             if len(history) and request.category is None and loaded.retriever is not None:
                 batched.append((n, key, history))
@@ -814,7 +825,7 @@ class Runtime:
         codes, relevance = top_k(sims, max(candidates, k))
         final, source = relevance.astype(np.float32), "search"
         if user_id:
-            recent = self.store.log.recent_items(user_id, loaded.model.config.max_len)
+            recent = self.store.log.recent_items(self.user_key(user_id), loaded.model.config.max_len)
             history = np.array([loaded.index[i] for i in recent if i in loaded.index], dtype=np.int64)
             if len(history):
                 scores = self._scores(loaded, history)

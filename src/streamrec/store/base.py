@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -104,16 +104,28 @@ class Database(Protocol):
         """After a forget: leave no copy of deleted rows in the backend's files where it can."""
         ...
 
+    def counter(self, key: str) -> int:
+        """The integer kept under ``key`` in the store's meta table (0 when unset)."""
+        ...
+
+    def add_to_counter(self, conn: Any, key: str, amount: int) -> None:
+        """Add ``amount`` to ``key``'s integer, inside the transaction ``conn`` belongs to."""
+        ...
+
     def close(self) -> None: ...
 
 
 OFFSET_FLOOR = "offset_floor"  # meta: the newest offset given out before a forget (never given again)
 
 
+RETENTION = "retention"  # ForgetRecord.requested_by of a purge of expired events
+
+
 @dataclass(frozen=True)
 class ForgetRecord:
-    """A user forgotten: when, at whose request, how much, the span of offsets their events held,
-    and the model versions trained on any of them. Never the user id nor their data."""
+    """A user forgotten (or, by ``retention``, expired events purged): when, at whose request, how
+    much, the span of offsets the events held, and the model versions trained on any of them.
+    Never the user id nor their data."""
 
     request_id: str
     timestamp: float
@@ -123,6 +135,11 @@ class ForgetRecord:
     first_offset: int  # 0 when the log held no event of theirs
     last_offset: int
     versions: tuple[str, ...]
+
+    @property
+    def to_unlearn(self) -> bool:
+        """A forget asks its versions to unlearn; a retention purge does not (models age out with refits)."""
+        return self.requested_by != RETENTION and self.events > 0
 
 
 FORGET_COLUMNS = "request_id, ts, requested_by, events, impressions, first_offset, last_offset, versions"
@@ -205,6 +222,10 @@ class EventLog(ABC):
     def forget(self, user_id: str) -> tuple[int, int, int]:
         """Delete every event of the user: how many, and their first and last offset (zeros without
         any). Other events keep their offsets; the next append still follows the newest offset given."""
+
+    @abstractmethod
+    def purge_before(self, timestamp: float) -> tuple[int, int, int]:
+        """Delete every event older than ``timestamp`` (retention), as :meth:`forget` deletes a user's."""
 
     @abstractmethod
     def record_forget(self, record: ForgetRecord) -> None: ...
@@ -294,6 +315,10 @@ class ImpressionLog(ABC):
     @abstractmethod
     def forget(self, user_id: str) -> int:
         """Delete the impressions shown to the user; how many there were."""
+
+    @abstractmethod
+    def purge_before(self, timestamp: float) -> int:
+        """Delete the impressions shown before ``timestamp``; how many there were."""
 
     @abstractmethod
     def __len__(self) -> int: ...

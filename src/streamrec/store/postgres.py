@@ -405,12 +405,19 @@ class PostgresEventLog(EventLog):
         }
 
     def forget(self, user_id: str) -> tuple[int, int, int]:
+        return self._delete("user_id = %s", (user_id,))
+
+    def purge_before(self, timestamp: float) -> tuple[int, int, int]:
+        return self._delete("ts < %s", (timestamp,))
+
+    def _delete(self, where: str, params: tuple) -> tuple[int, int, int]:
+        """Delete the events ``where`` selects, keeping the newest offset given out (OFFSET_FLOOR)."""
         with self.db.transaction() as conn:
             conn.execute(_WRITE_LOCK, (LOCK_SPACE,))  # no append numbers a batch while the floor moves
             count, first, last = conn.execute(
                 "SELECT COUNT(*), COALESCE(MIN(log_offset), 0), COALESCE(MAX(log_offset), 0) FROM events"
-                " WHERE user_id = %s",
-                (user_id,),
+                f" WHERE {where}",
+                params,
             ).fetchone()
             if count:
                 newest = conn.execute(_LAST_OFFSET).fetchone()[0]
@@ -418,7 +425,7 @@ class PostgresEventLog(EventLog):
                     "INSERT INTO meta VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                     (OFFSET_FLOOR, newest),
                 )
-                conn.execute("DELETE FROM events WHERE user_id = %s", (user_id,))
+                conn.execute(f"DELETE FROM events WHERE {where}", params)
         return count, first, last
 
     def record_forget(self, record: ForgetRecord) -> None:
@@ -551,6 +558,10 @@ class PostgresImpressionLog(ImpressionLog):
     def forget(self, user_id: str) -> int:
         with self.db.transaction() as conn:
             return conn.execute("DELETE FROM impressions WHERE user_id = %s", (user_id,)).rowcount
+
+    def purge_before(self, timestamp: float) -> int:
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM impressions WHERE ts < %s", (timestamp,)).rowcount
 
     def __len__(self) -> int:
         return self.db.query("SELECT COUNT(*) FROM impressions")[0][0]

@@ -337,11 +337,18 @@ class SQLiteEventLog(EventLog):
         }
 
     def forget(self, user_id: str) -> tuple[int, int, int]:
+        return self._delete("user_id = ?", (user_id,))
+
+    def purge_before(self, timestamp: float) -> tuple[int, int, int]:
+        return self._delete("ts < ?", (timestamp,))
+
+    def _delete(self, where: str, params: tuple) -> tuple[int, int, int]:
+        """Delete the events ``where`` selects, keeping the newest offset given out (OFFSET_FLOOR)."""
         with self.db.transaction() as conn:
             count, first, last = conn.execute(
                 "SELECT COUNT(*), COALESCE(MIN(offset), 0), COALESCE(MAX(offset), 0) FROM events"
-                " WHERE user_id = ?",
-                (user_id,),
+                f" WHERE {where}",
+                params,
             ).fetchone()
             if count:
                 newest = conn.execute(_LAST_OFFSET).fetchone()[0]
@@ -349,7 +356,7 @@ class SQLiteEventLog(EventLog):
                     "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (OFFSET_FLOOR, str(newest)),
                 )
-                conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,))
+                conn.execute(f"DELETE FROM events WHERE {where}", params)
         return count, first, last
 
     def record_forget(self, record: ForgetRecord) -> None:
@@ -454,6 +461,10 @@ class SQLiteImpressionLog(ImpressionLog):
     def forget(self, user_id: str) -> int:
         with self.db.transaction() as conn:
             return conn.execute("DELETE FROM impressions WHERE user_id = ?", (user_id,)).rowcount
+
+    def purge_before(self, timestamp: float) -> int:
+        with self.db.transaction() as conn:
+            return conn.execute("DELETE FROM impressions WHERE ts < ?", (timestamp,)).rowcount
 
     def __len__(self) -> int:
         return self.db.query("SELECT COUNT(*) FROM impressions")[0][0]

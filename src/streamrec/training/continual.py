@@ -108,7 +108,7 @@ def forgotten_since(home: Home, since: float) -> bool:
     """Whether a user with events was forgotten after ``since`` (wall clock): a model whose data was
     read before then may have learned from them, and the forget could not name it."""
     with home.open_store() as store:
-        return any(record.timestamp >= since and record.events for record in store.log.forget_records())
+        return any(record.timestamp >= since and record.to_unlearn for record in store.log.forget_records())
 
 
 def fit_reranker(

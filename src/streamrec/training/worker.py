@@ -8,7 +8,8 @@ After a rejected candidate it waits for a fresh trigger instead of retrying
 the same events at once. Every :data:`GUARD_SECONDS` it also runs the A/B
 test's guard (:func:`streamrec.experiments.guard`): the worker runs once per
 deployment, so the guard does too. Once a forgotten user's oldest pending request is
-``privacy.unlearn_after_seconds`` old, it unlearns them (:func:`streamrec.privacy.unlearn`).
+``privacy.unlearn_after_seconds`` old, it unlearns them (:func:`streamrec.privacy.unlearn`);
+with ``privacy.retention_days`` set, it purges expired events every ``privacy.purge_every_seconds``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from streamrec import experiments
 from streamrec.config import UpdateSettings
 from streamrec.home import Home, UpdateInProgress
-from streamrec.privacy import pending, unlearn
+from streamrec.privacy import pending, purge_expired, unlearn
 from streamrec.training.continual import UpdateOutcome, run_update
 
 log = logging.getLogger("streamrec.worker")
@@ -73,7 +74,7 @@ def run_worker(
     if live is not None:
         trigger.last_attempt_time = registry.get(live).created_at
     outcomes: list[UpdateOutcome] = []
-    guarded = 0.0
+    guarded = purged = 0.0
     with home.open_store() as store:
         while not stop.is_set():
             if time.time() - guarded >= GUARD_SECONDS:
@@ -82,6 +83,13 @@ def run_worker(
                 if stopped is not None:
                     log.warning(
                         "experiment %s stopped: arm b (%s) is significantly worse", stopped.id, stopped.b
+                    )
+            if time.time() - purged >= home.settings.privacy.purge_every_seconds:
+                purged = time.time()
+                expired = purge_expired(home)
+                if expired is not None:
+                    log.info(
+                        "retention: purged %d events, %d impressions", expired.events, expired.impressions
                     )
             _, since = pending(store, registry)
             if since is not None and time.time() - since >= home.settings.privacy.unlearn_after_seconds:
