@@ -72,6 +72,7 @@ class VersionInfo:
     tuned: dict[str, Any] = field(default_factory=dict)  # update settings the last fit from scratch chose
     categories: dict[str, Any] = field(default_factory=dict)  # the category head's held-out accuracy
     reranker: dict[str, Any] = field(default_factory=dict)  # the LM reranker's check (models/reranker.py)
+    privacy: dict[str, Any] = field(default_factory=dict)  # a private fit's ε spent ({}: not private)
     notes: str = ""
 
     def to_dict(self) -> dict[str, Any]:

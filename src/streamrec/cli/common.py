@@ -132,6 +132,18 @@ def model_options(sub: argparse.ArgumentParser) -> None:
         "--aux-event-type-weight", type=float, help="λ of the head predicting the next event's type"
     )
     group.add_argument("--aux-value-weight", type=float, help="λ of the head predicting an event's value")
+    group.add_argument(
+        "--dp-epsilon",
+        type=float,
+        help="a differentially private fit (DP-SGD, opacus) spending this ε per user (default: not private)",
+    )
+    group.add_argument("--dp-delta", type=float, help="--dp-epsilon: its δ (default: 1 / (10 × users))")
+    group.add_argument(
+        "--dp-max-grad-norm",
+        type=float,
+        default=defaults.dp_max_grad_norm,
+        help="--dp-epsilon: the bound on each user's gradient",
+    )
 
 
 def _type_weight(text: str) -> tuple[str, float]:
@@ -172,6 +184,9 @@ def model_config(args: argparse.Namespace, settings: ModelSettings | None = None
         processes=args.nproc,
         loss=args.loss,
         negatives=args.negatives,
+        dp_epsilon=args.dp_epsilon,
+        dp_delta=args.dp_delta,
+        dp_max_grad_norm=args.dp_max_grad_norm,
         type_weights=type_weights,
         aux_event_type_weight=settings.aux_event_type_weight if aux_type is None else aux_type,
         aux_value_weight=settings.aux_value_weight if aux_value is None else aux_value,

@@ -91,9 +91,15 @@ class SASRec(Recommender):
 
         With ``config.processes`` > 1 the fit runs data-parallel on that many processes
         (:mod:`streamrec.training.distributed`), taking the same steps as one process would.
+        With ``config.dp_epsilon`` it is differentially private (:mod:`streamrec.training.private`):
+        ``valid`` then picks nothing (that would be a choice made on users' data).
         """
         if self.config.processes < 1:
             raise ValueError(f"processes must be at least 1, got {self.config.processes}")
+        if self.config.dp_epsilon is not None:
+            from streamrec.training.private import check_private
+
+            check_private(self.config)
         tuning = self._check_text_tuning()
         if tuning and self.config.processes > 1:
             raise ValueError("text_tuning='lora' trains on one process: set processes to 1")
@@ -101,7 +107,11 @@ class SASRec(Recommender):
         self.net = self.build_for(data)
         if tuning:
             self._attach_text_tuner(self.net)
-        if self.config.processes > 1:
+        if self.config.dp_epsilon is not None:
+            from streamrec.training.private import train_private  # opacus only here
+
+            self.training_log = train_private(self.net, data, self.config, progress=progress)
+        elif self.config.processes > 1:
             from streamrec.training.distributed import train_distributed  # torch.distributed only here
 
             self.training_log = train_distributed(self, data, valid, progress=progress)

@@ -58,6 +58,10 @@ class SASRecConfig:
     type_weights: dict[str, float] = field(default_factory=dict)
     aux_event_type_weight: float = 0.0  # λ for predicting the next event's type
     aux_value_weight: float = 0.0  # λ for predicting the next event's value (e.g. rating)
+    # Differential privacy (training/private.py): DP-SGD spending at most this ε per user; None: not private
+    dp_epsilon: float | None = None
+    dp_delta: float | None = None  # None: 1 / (10 × users)
+    dp_max_grad_norm: float = 1.0  # each user's gradient is clipped to this norm
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else CPU
     # A fit from scratch on this many processes (DDP); the global batch stays batch_size rows.

@@ -31,6 +31,7 @@ from streamrec.registry import VersionInfo
 from streamrec.text.encoder import DEFAULT_TEXT_MODEL
 from streamrec.training.fit import PreparedData, category_head, item_text, prepare
 from streamrec.training.guard import (
+    Verdict,
     fit_and_tune,
     guarded_update,
     holdout_examples,
@@ -56,6 +57,8 @@ def train_and_register(
     """
     started, wall = time.perf_counter(), time.time()
     config = replace(config, text_model=text_model)
+    if config.dp_epsilon is not None and (rerank or home.settings.model.rerank) == "lm":
+        raise ValueError("--rerank lm learns from held-out events without DP: drop it with --dp-epsilon")
     with home.open_store() as store:
         prepared = prepare(store)
     if not prepared.data.sequences:
@@ -99,9 +102,15 @@ def train_and_register(
             "tuned": fitted.tuned,
             "categories": categories,
             "reranker": {} if reranker is None else reranker.report,
+            "privacy": log.privacy if log else {},
         },
     )
     return home.registry.promote(info.version) if promote else info
+
+
+def refit_privacy(verdict: Verdict) -> dict[str, Any]:
+    log = verdict.model.training_log
+    return log.privacy if verdict.strategy == "full" and log is not None else {}
 
 
 def forgotten_since(home: Home, since: float) -> bool:
@@ -272,6 +281,9 @@ def run_update(
                 "tuned": verdict.tuned or info.tuned,
                 "categories": categories,
                 "reranker": {} if reranker is None else reranker.report,
+                # A refit (drift, strategy full) is private as its parent's settings say; an
+                # incremental update learns its events without DP (training/private.py).
+                "privacy": refit_privacy(verdict),
             },
         )
         promoted, reason = verdict.promoted, verdict.reason

@@ -237,6 +237,8 @@ def fit_and_tune(
     skipped = (
         "update.tune is off"
         if not settings.tune
+        else "a differentially private fit makes no choice on held-out events"
+        if config.dp_epsilon is not None
         else "the update strategy is full"
         if settings.strategy == "full"
         else "every tuned setting is set explicitly"

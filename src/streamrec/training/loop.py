@@ -135,6 +135,9 @@ class TrainingLog:
     steps: int = 0  # optimiser steps taken
     processes: int = 1  # data-parallel processes that trained together
     replica_max_diff: float = 0.0  # largest weight difference between them at the end (0: in sync)
+    privacy: dict[str, Any] = field(
+        default_factory=dict
+    )  # a private fit's ε spent and how (training/private.py)
 
 
 def sequence_loss(
