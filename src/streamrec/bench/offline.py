@@ -91,6 +91,8 @@ def _run_model(
         log = model.training_log
         extra.update(epochs=log.epochs, best_epoch=log.best_epoch, stopped_by=log.stopped_by)
         extra["valid_ndcg@10"] = round(log.best_valid_ndcg, 4)
+        if log.privacy:
+            extra["privacy"] = log.privacy
         if log.processes > 1:  # DDP ranks are child processes: their peak is not in peak_rss_mb
             extra["processes"] = log.processes
             extra["rank_peak_rss_mb"] = round(
@@ -126,6 +128,21 @@ def _run_model(
         "test_users": int(metrics["examples"]),
         **extra,
     }
+
+
+def run_model_alone(
+    store_path: Path,
+    name: str,
+    config: SASRecConfig,
+    text_model: str,
+    progress: bool,
+    rerank: RerankRun | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one model in a fresh process: its peak memory is its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(
+            _run_model, str(store_path), name, config, text_model, progress, rerank or RerankRun()
+        ).result()
 
 
 def load_into_store(dataset_name: str, data: Path, store_path: Path) -> dict[str, Any]:
@@ -170,12 +187,8 @@ def run_offline_benchmark(
     with tempfile.TemporaryDirectory(prefix="streamrec-offline-") as scratch:
         store_path = Path(scratch) / "store"
         data_info = load_into_store(dataset, data, store_path)
-        context = multiprocessing.get_context("spawn")
         for name in models:
-            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-                results[name] = pool.submit(
-                    _run_model, str(store_path), name, config, text_model, progress, rerank or RerankRun()
-                ).result()
+            results[name] = run_model_alone(store_path, name, config, text_model, progress, rerank)
             print(f"{name}: " + ", ".join(f"{m}={results[name][m]:.4f}" for m in METRICS[:2]), flush=True)
     result = {
         "dataset": dataset,

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from streamrec.cli.common import home_option, model_config, model_options, print_json, the_command
+from streamrec.cli.common import (
+    CommandError,
+    home_option,
+    model_config,
+    model_options,
+    print_json,
+    the_command,
+)
 
 
 def numbers(text: str, option: str, kind: type = float) -> tuple:
@@ -43,6 +50,28 @@ def offline(args: argparse.Namespace) -> None:
         command=the_command(),
     )
     print(args.out.with_suffix(".md").read_text())
+
+
+def dp(args: argparse.Namespace) -> None:
+    from streamrec.bench.dp import run_dp_benchmark
+
+    if args.dp_epsilon is not None:
+        raise CommandError("--dp-epsilon: bench dp takes each fit's ε from --epsilons")
+    result = run_dp_benchmark(
+        dataset=args.dataset,
+        data=args.data,
+        out=args.out,
+        epsilons=numbers(args.epsilons, "--epsilons"),
+        clip_only=args.clip_only,
+        config=model_config(args),
+        text_model=args.text_model,
+        progress=not args.quiet,
+        command=the_command(),
+    )
+    keys = ("ndcg@10", "hr@10", "train_seconds")
+    print_json(
+        {name: {k: run[k] for k in keys} | run.get("privacy", {}) for name, run in result["runs"].items()}
+    )
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -276,6 +305,17 @@ def add_commands(command) -> None:
     )
     loo.add_argument("--quiet", action="store_true")
     model_options(loo)
+
+    private = benchmark("dp", dp, "NDCG@10 against ε: differentially private fits on a public dataset.")
+    private.add_argument("--dataset", required=True, help="ml-100k, ml-1m, beauty, or any name for --data")
+    private.add_argument("--data", type=Path, required=True, help="the dataset folder (or a simulate folder)")
+    private.add_argument("--out", type=Path, required=True, help="result JSON (a .png beside it)")
+    private.add_argument("--epsilons", default="inf,8,3,1", help="ε of each fit; inf: the non-private fit")
+    private.add_argument(
+        "--clip-only", action="store_true", help="also a fit clipped and sampled, without noise"
+    )
+    private.add_argument("--quiet", action="store_true")
+    model_options(private)
 
     http = benchmark("serve", serve, "HTTP throughput, latency and freshness against a live server.")
     home_option(http, store=False)
