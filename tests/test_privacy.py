@@ -20,10 +20,10 @@ from streamrec.faults import CRASH_AT, FORGET_CRASH_POINT
 from streamrec.home import Home
 from streamrec.items import validate_item
 from streamrec.models.sasrec import SASRecConfig
-from streamrec.privacy import pending, purge_expired
+from streamrec.privacy import forget_user, pending, purge_expired, unlearn
 from streamrec.serving.app import create_app
 from streamrec.store import Impression, open_store
-from streamrec.training.continual import train_and_register
+from streamrec.training.continual import run_update, train_and_register
 
 KEY = "privacy-test-key"
 ADMIN = {"X-API-Key": KEY}
@@ -139,6 +139,33 @@ def test_unlearn_refits_without_them_and_erases_every_version_that_saw_them(
     assert "no stored model version holds" in capsys.readouterr().out
 
 
+def test_unlearn_redoes_the_newest_update_from_its_clean_parent_instead_of_refitting(tmp_path: Path) -> None:
+    home_path = tmp_path / "home"
+    stream = generate(StreamConfig(users=30, items=40, events=900, seed=3))
+    schema = EventSchema()
+    events = [schema.validate(event) for event in stream.events()]
+    with open_store(home_path) as store:
+        store.catalog.upsert(validate_item(record) for record in stream.items)
+        store.log.append(events[:800])
+    # Every update is promoted (the guardrail's margin is wide), so the update that learns them goes live.
+    home = Home(home_path, Settings(update={"tune": False, "min_events": 10, "guardrail_epsilon": 1.0}))
+    config = SASRecConfig(hidden=16, layers=1, max_len=20, epochs=1, batch_size=64)
+    first = train_and_register(home, config, text_model="all-MiniLM-L6-v2", progress=False)
+    with open_store(home_path) as store:
+        store.log.append([*planted_events(USER), *events[800:]])  # the newest offsets are the guardrail's
+    second = run_update(home, progress=False)
+    assert second.promoted and second.version is not None and second.version.parent == first.version
+    record = forget_user(home, USER, requested_by="test")
+    assert record.versions == (second.version.version,)  # the fit never saw them
+
+    done = unlearn(home)
+    registry = home.registry
+    assert done.how.startswith(f"an update from {first.version}") and done.erased == [second.version.version]
+    assert registry.live() == done.live and registry.get(done.live).parent == first.version
+    assert [v.version for v in registry.versions()] == [first.version, done.live]
+    assert registry.get(done.live).trained_from_offset == first.trained_through_offset
+
+
 PSEUDONYM_KEY = "a-test-key-for-pseudonyms-0123456789"
 
 
@@ -222,3 +249,14 @@ def test_retention_purges_expired_events_and_impressions_and_asks_no_unlearning(
     assert purge_expired(Home.open(home), now=cutoff + 30 * 86_400) is None  # nothing more had expired
     assert main(["purge", "--home", str(home)]) == 0  # now: every event is years older than 30 days
     assert f"purged {len(kept):,} events" in capsys.readouterr().out
+
+
+def test_a_version_whose_reranker_read_its_holdout_counts_as_trained_on_it() -> None:
+    from streamrec.registry import VersionInfo
+
+    plain = VersionInfo("v0001", 0.0, "live", 40)
+    shipped = VersionInfo("v0002", 0.0, "live", 40, reranker={"enabled": True, "read_through_offset": 55})
+    unshipped = VersionInfo("v0003", 0.0, "live", 40, reranker={"enabled": False, "read_through_offset": 55})
+    older = VersionInfo("v0004", 0.0, "live", 40, reranker={"enabled": True})  # no span noted: any
+    assert [v.learned_through_offset for v in (plain, shipped, unshipped)] == [40, 55, 40]
+    assert older.learned_through_offset > 10**15

@@ -83,6 +83,7 @@ APPENDED: dict[tuple[str, ...], list[str]] = {
     ("bench", "diversity"): [
         *("--users", "100", "--items", "50", "--events-per-user", "15", "--epochs", "1", "--values", "0,0.5")
     ],
+    ("bench", "dp"): ["--epochs", "1", "--epsilons", "inf,8"],
     ("bench", "unlearn"): [
         *("--users", "100", "--items", "50", "--events-per-user", "15", "--epochs", "1", "--canaries", "3")
     ],

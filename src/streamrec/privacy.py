@@ -58,7 +58,7 @@ def forget_user(home: Home, user_id: str, *, requested_by: str) -> ForgetRecord:
 def trained_since(registry: Registry) -> Callable[[int], list[str]]:
     """For :func:`forget_in`: the stored versions whose training reached a given log offset."""
     versions = registry.versions()
-    return lambda first: [v.version for v in versions if v.trained_through_offset >= first]
+    return lambda first: [v.version for v in versions if v.learned_through_offset >= first]
 
 
 def forget_in(
@@ -125,9 +125,11 @@ def _erase(
 
 @dataclass
 class Unlearned:
-    """What :func:`unlearn` did: the clean version it made live (None when the live one was clean)."""
+    """What :func:`unlearn` did: the clean version it made live (None when the live one was clean),
+    how it got it, and the versions it erased."""
 
-    refit: str | None
+    live: str | None
+    how: str
     erased: list[str]
     seconds: float
 
@@ -142,31 +144,55 @@ def pending(store: Store, registry: Registry) -> tuple[list[str], float | None]:
 
 
 def unlearn(home: Home, *, progress: bool = False) -> Unlearned:
-    """Refit if the live version learned from a forgotten user, then erase every version that did."""
+    """If the live version learned from a forgotten user, make one that never did live; then erase
+    every version that did.
+
+    The exact and cheaper way first: when the live version's nearest ancestor that learned from
+    none of them is still stored, it goes live and the updates since are redone from it as one
+    update (which reads the log as it is now, without them; the guardrail judges it as any
+    update). Without such an ancestor, a refit from scratch with the live version's settings.
+    """
     from streamrec.models.sasrec import SASRec
     from streamrec.text.encoder import DEFAULT_TEXT_MODEL
-    from streamrec.training.continual import train_and_register
+    from streamrec.training.continual import train_and_register, update_locked
 
     started = time.perf_counter()
     with home.update_lock():  # no update may start from a version about to go
-        registry, refit = home.registry, None
+        registry, made, how = home.registry, None, "the live version never saw them"
         with home.open_store() as store:
             tainted, _ = pending(store, registry)
         live = registry.live()
-        if live in tainted:
+        ancestor = clean_ancestor(registry, live, set(tainted)) if live in tainted else None
+        if ancestor is not None:
+            registry.promote(ancestor)
+            outcome = update_locked(home, progress=progress)
+            made = registry.live()
+            how = f"an update from {ancestor}, which never saw them: {outcome.reason}"
+        elif live in tainted:
             info = registry.get(live)
             config = SASRec.load(registry.path(live)).config
-            clean = train_and_register(
+            made = train_and_register(
                 home,
                 config,
                 text_model=info.text_model or DEFAULT_TEXT_MODEL,
                 rerank="lm" if info.reranker else "none",
                 rerank_minutes=info.reranker.get("minutes"),
                 progress=progress,
-            )
-            refit = clean.version
+            ).version
+            how = "a refit without them"
         erased = registry.erase(tainted)
-    return Unlearned(refit, erased, round(time.perf_counter() - started, 2))
+    return Unlearned(made, how, erased, round(time.perf_counter() - started, 2))
+
+
+def clean_ancestor(registry: Registry, version: str | None, tainted: set[str]) -> str | None:
+    """The nearest stored ancestor of ``version`` outside ``tainted`` (None: a fit from scratch, or
+    an ancestor pruned, on the way)."""
+    stored = {info.version: info for info in registry.versions()}
+    while version in stored:
+        version = stored[version].parent
+        if version is not None and version in stored and version not in tainted:
+            return version
+    return None
 
 
 def record_json(record: ForgetRecord) -> dict[str, Any]:

@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -77,6 +78,15 @@ class VersionInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def learned_through_offset(self) -> int:
+        """The newest log offset any of its weights learned from: a shipped LM reranker learns from
+        events after ``trained_through_offset`` (the holdout); one recorded before that was noted
+        may have read any."""
+        if self.reranker.get("enabled"):
+            return max(self.trained_through_offset, self.reranker.get("read_through_offset", sys.maxsize))
+        return self.trained_through_offset
 
 
 def _write_json_atomically(path: Path, payload: object) -> None:

@@ -47,8 +47,8 @@ def unlearn(args: argparse.Namespace) -> None:
         print("no stored model version holds a forgotten user's data")
         return
     done = unlearn(home, progress=not args.quiet)
-    refit = f"{done.refit} (a refit without them) is live; " if done.refit else ""
-    print(f"{refit}erased {', '.join(done.erased) or 'nothing'} in {done.seconds:.1f} s")
+    made = f"{done.live} is live ({done.how}); " if done.live else ""
+    print(f"{made}erased {', '.join(done.erased) or 'nothing'} in {done.seconds:.1f} s")
 
 
 def purge(args: argparse.Namespace) -> None:

@@ -109,7 +109,7 @@ def train_and_register(
 
 
 def refit_privacy(verdict: Verdict) -> dict[str, Any]:
-    log = verdict.model.training_log
+    log = verdict.candidate.training_log
     return log.privacy if verdict.strategy == "full" and log is not None else {}
 
 
@@ -133,14 +133,9 @@ def fit_reranker(
     the model did not learn), starting from the one saved in ``parent`` when there is one."""
     reranker = (LMReranker.load(parent) if parent is not None else None) or LMReranker(text_model)
     histories, targets = holdout_examples(prepared.data, [p > trained_through for p in prepared.offsets])
-    return reranker.fit(
-        model,
-        histories,
-        targets,
-        prepared.texts,
-        minutes=minutes,
-        progress=progress,
-    )
+    reranker.fit(model, histories, targets, prepared.texts, minutes=minutes, progress=progress)
+    reranker.report["read_through_offset"] = prepared.through_offset  # what a forget must look for
+    return reranker
 
 
 def saved_with_categories(
@@ -190,115 +185,116 @@ def run_update(
     home: Home, *, strategy: str | None = None, promote: bool = True, progress: bool = True
 ) -> UpdateOutcome:
     """Learn the events after the live version's offset as a candidate, and promote it if it holds up."""
+    with home.update_lock():
+        return update_locked(home, strategy=strategy, promote=promote, progress=progress)
+
+
+def update_locked(
+    home: Home, *, strategy: str | None = None, promote: bool = True, progress: bool = True
+) -> UpdateOutcome:
+    """:func:`run_update`'s work, for a caller that holds the home's update lock already."""
     started, wall = time.perf_counter(), time.time()
     settings = home.settings.update
     if strategy is not None:
         settings = replace_strategy(settings, strategy)
     registry = home.registry
-    with home.update_lock():
-        live = registry.live()
-        if live is None:
-            raise LookupError(f"no live model in {home.path}: run `streamrec train` first")
-        info = registry.get(live)
-        settings = with_tuned(settings, info.tuned)
-        with home.open_store() as store:
-            start, last = info.trained_through_offset, store.log.last_offset()
-            if last - start < settings.min_events:
-                reason = (
-                    f"{last - start} new events since {live} (update.min_events is {settings.min_events})"
-                )
-                return UpdateOutcome(None, False, reason)
-            model = SASRec.load(registry.path(live))
-            prepared = prepare(store, last, vocabulary=registry.items(live), type_names=model.type_names)
-            fresh = sum(int((offsets > start).sum()) for offsets in prepared.offsets)
-            if fresh < settings.min_events:  # offsets of forgotten users' events count above, not here
-                reason = f"{fresh} new events since {live} (update.min_events is {settings.min_events})"
-                return UpdateOutcome(None, False, reason)
-            model.item_texts = prepared.texts  # new items are judged as a text-tuned model would grow them
-        text = None
-        if info.text_model:  # the encoder is dropped once the texts are encoded, before the update
-            text = home.text_encoder(info.text_model).encode(prepared.texts, progress=progress)
-        verdict = guarded_update(
-            model,
-            prepared.data,
-            prepared.offsets,
-            start,
-            settings,
-            trailing=trailing_live_ndcg(registry.versions()),
-            text=text,
-            texts=prepared.texts,
-            progress=progress,
-        )
-        record = verdict.record()
-        crash_point("after-training")
-        reranker = None
-        if info.reranker or home.settings.model.rerank == "lm":  # the parent's was asked for: keep one
-            parent = registry.path(live)
-            text_model = info.reranker.get("text_model") or info.text_model or DEFAULT_TEXT_MODEL
-            minutes = home.settings.model.rerank_minutes
-            if "rerank_minutes" not in home.settings.model.model_fields_set:  # the fit's budget travels
-                minutes = info.reranker.get("minutes", minutes)
-            through = verdict.trained_through
-            reranker = fit_reranker(
-                verdict.candidate, prepared, through, text_model, parent, minutes, progress
-            )
-        save, categories = saved_with_categories(
-            home, verdict.candidate, prepared.items, info.text_model, reranker
-        )
-        if forgotten_since(home, wall):
-            reason = (
-                "a user it learned from was forgotten during the update; the next update learns without them"
-            )
+    live = registry.live()
+    if live is None:
+        raise LookupError(f"no live model in {home.path}: run `streamrec train` first")
+    info = registry.get(live)
+    settings = with_tuned(settings, info.tuned)
+    with home.open_store() as store:
+        start, last = info.trained_through_offset, store.log.last_offset()
+        if last - start < settings.min_events:
+            reason = f"{last - start} new events since {live} (update.min_events is {settings.min_events})"
             return UpdateOutcome(None, False, reason)
-        version = registry.add(
-            save,
-            prepared.items,
-            {
-                "status": "candidate",
-                "strategy": verdict.strategy,
-                "parent": live,
-                "trained_from_offset": start,
-                "trained_through_offset": verdict.trained_through,
-                "text_model": info.text_model,
-                "metrics": {"ndcg@10": round(verdict.candidate_ndcg, 5)},
-                "timings": {
-                    "update_seconds": round(verdict.seconds, 2),
-                    "total_seconds": round(time.perf_counter() - started, 2),
-                },
-                "update": {
-                    **{k: v for k, v in verdict.summary.items() if k != "seconds"},
-                    "strategy": verdict.strategy,
-                    "new_events": verdict.trained_through - start,
-                    "drift": verdict.drift,
-                },
-                "guardrail": {
-                    "candidate_ndcg@10": record["candidate_ndcg@10"],
-                    "live_ndcg@10": record["live_ndcg@10"],
-                    "examples": verdict.examples,
-                    "epsilon": settings.guardrail_epsilon,
-                    "holdout_offsets": [verdict.trained_through + 1, verdict.last],
-                },
-                "tuned": verdict.tuned or info.tuned,
-                "categories": categories,
-                "reranker": {} if reranker is None else reranker.report,
-                # A refit (drift, strategy full) is private as its parent's settings say; an
-                # incremental update learns its events without DP (training/private.py).
-                "privacy": refit_privacy(verdict),
+        model = SASRec.load(registry.path(live))
+        prepared = prepare(store, last, vocabulary=registry.items(live), type_names=model.type_names)
+        fresh = sum(int((offsets > start).sum()) for offsets in prepared.offsets)
+        if fresh < settings.min_events:  # offsets of forgotten users' events count above, not here
+            reason = f"{fresh} new events since {live} (update.min_events is {settings.min_events})"
+            return UpdateOutcome(None, False, reason)
+        model.item_texts = prepared.texts  # new items are judged as a text-tuned model would grow them
+    text = None
+    if info.text_model:  # the encoder is dropped once the texts are encoded, before the update
+        text = home.text_encoder(info.text_model).encode(prepared.texts, progress=progress)
+    verdict = guarded_update(
+        model,
+        prepared.data,
+        prepared.offsets,
+        start,
+        settings,
+        trailing=trailing_live_ndcg(registry.versions()),
+        text=text,
+        texts=prepared.texts,
+        progress=progress,
+    )
+    record = verdict.record()
+    crash_point("after-training")
+    reranker = None
+    if info.reranker or home.settings.model.rerank == "lm":  # the parent's was asked for: keep one
+        parent = registry.path(live)
+        text_model = info.reranker.get("text_model") or info.text_model or DEFAULT_TEXT_MODEL
+        minutes = home.settings.model.rerank_minutes
+        if "rerank_minutes" not in home.settings.model.model_fields_set:  # the fit's budget travels
+            minutes = info.reranker.get("minutes", minutes)
+        through = verdict.trained_through
+        reranker = fit_reranker(verdict.candidate, prepared, through, text_model, parent, minutes, progress)
+    save, categories = saved_with_categories(
+        home, verdict.candidate, prepared.items, info.text_model, reranker
+    )
+    if forgotten_since(home, wall):
+        reason = "a user it learned from was forgotten during the update; the next update learns without them"
+        return UpdateOutcome(None, False, reason)
+    version = registry.add(
+        save,
+        prepared.items,
+        {
+            "status": "candidate",
+            "strategy": verdict.strategy,
+            "parent": live,
+            "trained_from_offset": start,
+            "trained_through_offset": verdict.trained_through,
+            "text_model": info.text_model,
+            "metrics": {"ndcg@10": round(verdict.candidate_ndcg, 5)},
+            "timings": {
+                "update_seconds": round(verdict.seconds, 2),
+                "total_seconds": round(time.perf_counter() - started, 2),
             },
-        )
-        promoted, reason = verdict.promoted, verdict.reason
-        if promoted and promote and registry.live() == live:
-            version = registry.promote(version.version)
-        elif promoted and promote:
-            promoted, reason = False, f"{reason}; not promoted: the live version changed during the update"
-            version = registry.set_status(version.version, "rejected", notes=reason)
-        elif promoted:
-            reason += "; passes the guardrail, left as a candidate (promotion off)"
-            version = registry.set_status(version.version, "candidate", notes=reason)
-        else:
-            version = registry.set_status(version.version, "rejected", notes=f"worse than live: {reason}")
-        registry.prune(home.settings.keep_versions)
-        return UpdateOutcome(version, promoted and promote, reason)
+            "update": {
+                **{k: v for k, v in verdict.summary.items() if k != "seconds"},
+                "strategy": verdict.strategy,
+                "new_events": verdict.trained_through - start,
+                "drift": verdict.drift,
+            },
+            "guardrail": {
+                "candidate_ndcg@10": record["candidate_ndcg@10"],
+                "live_ndcg@10": record["live_ndcg@10"],
+                "examples": verdict.examples,
+                "epsilon": settings.guardrail_epsilon,
+                "holdout_offsets": [verdict.trained_through + 1, verdict.last],
+            },
+            "tuned": verdict.tuned or info.tuned,
+            "categories": categories,
+            "reranker": {} if reranker is None else reranker.report,
+            # A refit (drift, strategy full) is private as its parent's settings say; an
+            # incremental update learns its events without DP (training/private.py).
+            "privacy": refit_privacy(verdict),
+        },
+    )
+    promoted, reason = verdict.promoted, verdict.reason
+    if promoted and promote and registry.live() == live:
+        version = registry.promote(version.version)
+    elif promoted and promote:
+        promoted, reason = False, f"{reason}; not promoted: the live version changed during the update"
+        version = registry.set_status(version.version, "rejected", notes=reason)
+    elif promoted:
+        reason += "; passes the guardrail, left as a candidate (promotion off)"
+        version = registry.set_status(version.version, "candidate", notes=reason)
+    else:
+        version = registry.set_status(version.version, "rejected", notes=f"worse than live: {reason}")
+    registry.prune(home.settings.keep_versions)
+    return UpdateOutcome(version, promoted and promote, reason)
 
 
 class GuardedLearner(Recommender):

@@ -101,7 +101,10 @@ def run_worker(
                     log.warning("unlearning retries: %s", error)
                 else:
                     log.warning(
-                        "unlearned: refit %s live, erased %s", done.refit or "-", ", ".join(done.erased)
+                        "unlearned: %s live (%s), erased %s",
+                        done.live or "-",
+                        done.how,
+                        ", ".join(done.erased),
                     )
             live = registry.live()
             if live is None and once:
