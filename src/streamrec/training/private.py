@@ -8,7 +8,9 @@ backward pass, and hands them to opacus's :class:`~opacus.optimizers.DPOptimizer
 each to ``dp_max_grad_norm``, adds Gaussian noise of ``σ × dp_max_grad_norm`` and averages over
 the expected batch. ``σ`` is opacus's ``get_noise_multiplier`` for the target ``(ε, δ)`` over the
 planned steps; opacus's RDP accountant reports the ε actually spent (less when the time budget
-ends the fit early).
+ends the fit early). The noise and the sampling draw from generators seeded by the OS's entropy,
+never ``config.seed`` (opacus's ``secure_mode`` would need torchcsprng, which is not installed:
+attacks on floating-point Gaussian sampling are not covered).
 
 One backward pass per row, rather than per-sample gradients from ``torch.func.vmap`` or
 opacus's layer hooks: the item table every row scores against is shared by the whole batch
@@ -25,6 +27,7 @@ updates of a private version (they learn their events without DP; docs/privacy.m
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -43,6 +46,12 @@ from streamrec.training.losses import matmul_dtype
 def default_delta(users: int) -> float:
     """δ well below 1/users (the chance of a total leak must be far less than one user's share)."""
     return 1.0 / (10.0 * max(users, 1))
+
+
+def secret_seed() -> int:
+    """A seed from the OS's entropy: noise (or sampling) anyone could replay from ``config.seed``
+    could be subtracted again, and the guarantee would be gone."""
+    return int.from_bytes(os.urandom(8), "little")
 
 
 def noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
@@ -97,7 +106,7 @@ def train_private(net: SASRecNet, data: TrainingData, config: SASRecConfig, *, p
         noise_multiplier=sigma,
         max_grad_norm=config.dp_max_grad_norm,
         expected_batch_size=max(1, round(sample_rate * rows)),
-        generator=torch.Generator(device=device).manual_seed(config.seed),
+        generator=torch.Generator(device=device).manual_seed(secret_seed()),
     )
     accountant = RDPAccountant()
     optimizer.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
@@ -109,7 +118,7 @@ def train_private(net: SASRecNet, data: TrainingData, config: SASRecConfig, *, p
             else 0.5 * (1 + math.cos(math.pi * min(step / planned, 1.0)))
         ),
     )
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(secret_seed())  # which rows a step samples
     generator = torch.Generator().manual_seed(config.seed)
     low_precision = matmul_dtype(config.matmul_dtype, device)
     budget = None if config.max_minutes is None else config.max_minutes * 60
