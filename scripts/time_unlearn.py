@@ -4,11 +4,11 @@ the update is redone from it without them).
 
     python scripts/time_unlearn.py /path/to/ml1m-home > results/unlearn-ml-1m.json
 
-New events: ``--arrivals`` events re-sent by existing users (a random sample of the log, with new
-ids and times after the newest), and the arriving user's, copied from a random existing user's
-history. The update that learns them is promoted whatever the guardrail says (a margin of 1.0),
-so that the user is in the live version. The copy is made in a temporary folder; the home itself
-is not touched.
+New events: ``--arrivals`` events of existing users (a random sample of the log's items, each
+given to a random user, with new ids and times after the newest), and the arriving user's,
+copied from a random existing user's history. The update that learns them is promoted whatever
+the guardrail says (a margin of 1.0), so that the user is in the live version. The copy is made
+in a temporary folder; the home itself is not touched.
 """
 
 from __future__ import annotations
@@ -42,8 +42,13 @@ def new_events(home: Home, arrivals: int, seed: int) -> tuple[list[Event], int]:
     theirs = [
         replace(e, user_id=USER, event_id=f"{USER}-{n}", timestamp=now + n) for n, e in enumerate(copied)
     ]
-    others = [
-        replace(logged[i].event, event_id=f"again-{n}", timestamp=now + len(theirs) + n)
+    others = [  # an item someone clicked, now clicked by another existing user
+        replace(
+            logged[i].event,
+            user_id=users[rng.integers(len(users))],
+            event_id=f"again-{n}",
+            timestamp=now + len(theirs) + n,
+        )
         for n, i in enumerate(rng.choice(len(logged), size=arrivals, replace=False))
     ]
     return [*theirs, *others], len(theirs)
