@@ -68,6 +68,11 @@ def main() -> None:
             update={"update": opened.settings.update.model_copy(update={"guardrail_epsilon": 1.0})}
         ))  # fmt: skip
         fit = home.registry.live()
+        info = home.registry.get(fit)
+        fit_record = {
+            "seconds": info.timings.get("train_seconds"),
+            "best_epoch": info.metrics.get("best_epoch"),
+        }
         events, theirs = new_events(home, args.arrivals, args.seed)
         with home.open_store() as store:
             store.log.append(events)
@@ -84,6 +89,7 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "home_events": stats["events"],
         "live_before": fit,
+        "live_before_fit": fit_record,  # what a refit of this home costs, for comparison
         "new_events": len(events),
         "arriving_user_events": theirs,
         "update_that_learned_them": {
