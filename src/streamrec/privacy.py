@@ -190,7 +190,7 @@ def clean_ancestor(registry: Registry, version: str | None, tainted: set[str]) -
     stored = {info.version: info for info in registry.versions()}
     while version in stored:
         version = stored[version].parent
-        if version is not None and version in stored and version not in tainted:
+        if version in stored and version not in tainted:
             return version
     return None
 

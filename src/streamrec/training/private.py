@@ -84,8 +84,7 @@ def check_private(config: SASRecConfig) -> None:
 
 def train_private(net: SASRecNet, data: TrainingData, config: SASRecConfig, *, progress: bool) -> TrainingLog:
     """Fit ``net`` on ``data`` with DP-SGD for ``config.epochs`` epochs (or ``max_minutes``); the log's
-    ``privacy`` says what was spent."""
-    check_private(config)
+    ``privacy`` says what was spent. ``SASRec.fit`` has checked the settings (:func:`check_private`)."""
     assert config.dp_epsilon is not None
     device = next(net.parameters()).device
     batches = TrainingBatches.from_data(data, config)
